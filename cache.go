@@ -1,0 +1,432 @@
+// Package cache caches the results of RPC-like calls in front of an
+// authoritative server. It is a port of the agent cache of HashiCorp Consul
+// v1.4.5 (agent/cache).
+//
+// Unlike anti-entropy, where the local agent is the authority and pushes its
+// view, here the server is the authority: the cache only balances freshness
+// against load, in a way each type of data chooses.
+//
+// Each kind of data is a Type, registered under a name with RegisterType.
+// Callers then Get a value with a Request, which is usually the RPC's own
+// request struct: using the cache is mostly a drop-in change of the call
+// site. Types that support blocking queries get blocking Gets (MinIndex and
+// Timeout) and can be refreshed in the background; Notify streams changes of
+// one request to a channel.
+package cache
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metrics "github.com/armon/go-metrics"
+)
+
+// Constants for the back-off of failing background refreshes and Notify
+// loops. They only exist to limit load on the servers, so they are not
+// configurable.
+const (
+	CacheRefreshBackoffMin = 3               // attempts before backing off
+	CacheRefreshMaxWait    = 1 * time.Minute // maximum backoff wait
+)
+
+// Cache is a local cache of data owned by remote servers. Create one with
+// New; the zero value is not usable.
+//
+// The types of data to cache are registered with RegisterType. Get then takes
+// a type name and a Request, so that the cache can stand in for an existing
+// RPC call with few changes.
+//
+// Entries are partitioned by type, datacenter, ACL token and request key, so
+// multi-datacenter queries and ACL-filtered results are safe to cache
+// without any knowledge of what the data means, at the price of some
+// duplication.
+//
+// The cache reports its activity through go-metrics (see the package README
+// for the names): hits, misses, fetches, errors, evictions and the number of
+// entries.
+type Cache struct {
+	// types maps type names to *typeEntry. It is copied on write under
+	// typesMu and read without a lock.
+	typesMu sync.Mutex
+	types   atomic.Pointer[map[string]*typeEntry]
+
+	// shards hold the entries, spread by a hash of their key so that
+	// readers of different keys do not share a lock word.
+	shards   [shardCount]shard
+	hashSeed maphash.Seed
+	count    atomic.Int64 // entries in all shards
+
+	// expiryMu guards expiry and the heap fields of every entry. Lock
+	// order: expiryMu, then shard.mu, then entry.mu.
+	expiryMu     sync.Mutex
+	expiry       expiryHeap
+	expiryNotify chan struct{} // wakes the expiry loop; buffered 1
+
+	// epoch is the origin of the monotonic offsets stored in entries.
+	epoch time.Time
+
+	closed atomic.Bool
+	stopCh chan struct{} // closed by Close
+}
+
+// typeEntry is a registered type. It is immutable.
+type typeEntry struct {
+	name string
+	typ  Type
+	opts RegisterOptions
+	keys typeKeys
+}
+
+// typeKeys are a type's metric names, built once at registration.
+type typeKeys struct {
+	hit, missNew, missBlock, fetchSuccess, fetchError []string
+}
+
+// Metric names shared by all types.
+var (
+	keyBypass       = []string{"consul", "cache", "bypass"}
+	keyFetchSuccess = []string{"consul", "cache", "fetch_success"}
+	keyFetchError   = []string{"consul", "cache", "fetch_error"}
+	keyEvictExpired = []string{"consul", "cache", "evict_expired"}
+	keyEntriesCount = []string{"consul", "cache", "entries_count"}
+)
+
+const shardCount = 64
+
+// shard is one part of the entry map, padded to its own cache line.
+type shard struct {
+	mu sync.RWMutex
+	m  map[entryKey]*entry
+	_  [32]byte
+}
+
+// ResultMeta is returned by Get with the value. It tells how the value was
+// served, for debugging, tests and HTTP headers.
+type ResultMeta struct {
+	// Hit reports whether the value was served from the cache without
+	// waiting for a fetch.
+	Hit bool
+
+	// Age says how stale the value may be, with the meaning of Consul's
+	// agent caching API.
+	//
+	// For types with background refresh, Age is 0 while the refresh keeps up
+	// with the servers. Once a refresh fails, it is the time since that first
+	// failure, until a refresh succeeds again or (for RefreshTimeout above
+	// 31 s) a refresh has blocked for 31 s, which shows the connection is
+	// alive: the RPC layer's keepalives would have failed it after 30 s.
+	//
+	// For other types, Age is the time since the value was fetched.
+	Age time.Duration
+
+	// Index is the index of the value, so that generic code can tell
+	// whether it changed.
+	Index uint64
+}
+
+// Options are options for a Cache. The zero value gives the behaviour of the
+// original cache.
+type Options struct{}
+
+// New returns a ready cache. It starts the goroutine that expires entries,
+// which runs until Close. opts may be nil.
+func New(opts *Options) *Cache {
+	c := &Cache{
+		hashSeed:     maphash.MakeSeed(),
+		expiryNotify: make(chan struct{}, 1),
+		// One nanosecond before now, so that no offset is 0: stored
+		// offsets use 0 for "never".
+		epoch:  time.Now().Add(-time.Nanosecond),
+		stopCh: make(chan struct{}),
+	}
+	c.types.Store(&map[string]*typeEntry{})
+	for i := range c.shards {
+		c.shards[i].m = make(map[entryKey]*entry)
+	}
+	go c.runExpiryLoop()
+	return c
+}
+
+// RegisterOptions change how the cache treats one type.
+type RegisterOptions struct {
+	// LastGetTTL is how long an entry stays in the cache after the last
+	// Get that was served from it. Then it is evicted and its background
+	// refresh stops. Zero means 72 hours.
+	LastGetTTL time.Duration
+
+	// Refresh makes the cache refresh entries of this type in the
+	// background, so that Gets are served from memory. Without it, data is
+	// fetched only when a Get needs it.
+	Refresh bool
+
+	// RefreshTimer is the pause between background refreshes; zero
+	// refreshes as soon as the previous fetch returns.
+	//
+	// RefreshTimeout is the longest a refresh may block; it is passed to the
+	// Type as FetchOptions.Timeout and the Type must honour it.
+	//
+	// Together they give, for example, timer-based refresh (a long timer and
+	// a short timeout: little load on the servers) or blocking-query refresh
+	// (no timer and a long timeout: changes seen within moments).
+	RefreshTimer   time.Duration
+	RefreshTimeout time.Duration
+}
+
+// RegisterType registers a type under the name n, replacing any type of
+// that name. Entries already cached keep their TTL; their next fetch uses
+// the new type. opts may be nil. It fetches nothing: entries are filled by
+// Get.
+func (c *Cache) RegisterType(n string, typ Type, opts *RegisterOptions) {
+	te := &typeEntry{name: n, typ: typ}
+	if opts != nil {
+		te.opts = *opts
+	}
+	if te.opts.LastGetTTL == 0 {
+		te.opts.LastGetTTL = 72 * time.Hour // days are a reasonable default
+	}
+	te.keys = typeKeys{
+		hit:          []string{"consul", "cache", n, "hit"},
+		missNew:      []string{"consul", "cache", n, "miss_new"},
+		missBlock:    []string{"consul", "cache", n, "miss_block"},
+		fetchSuccess: []string{"consul", "cache", n, "fetch_success"},
+		fetchError:   []string{"consul", "cache", n, "fetch_error"},
+	}
+
+	c.typesMu.Lock()
+	defer c.typesMu.Unlock()
+	old := *c.types.Load()
+	types := make(map[string]*typeEntry, len(old)+1)
+	for k, v := range old {
+		types[k] = v
+	}
+	types[n] = te
+	c.types.Store(&types)
+}
+
+// typeEntry returns the type registered as t, or nil.
+func (c *Cache) typeEntry(t string) *typeEntry {
+	return (*c.types.Load())[t]
+}
+
+func unknownType(t string) error {
+	return fmt.Errorf("unknown type in cache: %s", t)
+}
+
+// Get returns the value of type t for the request r.
+//
+// If the cache holds a value that satisfies the request's MinIndex, MaxAge
+// and MustRevalidate, it is returned at once. Otherwise Get waits for a
+// fetch; concurrent Gets of the same entry share one fetch.
+//
+// The request's Timeout bounds only this Get, not the fetch behind it. When
+// it passes before a value newer than MinIndex arrives, Get returns the last
+// known value (possibly nil) and no error, as a Consul blocking query does.
+//
+// An error is returned only to Gets that had to wait for a fetch, and only
+// while no later fetch has succeeded: a caller without MinIndex keeps
+// getting the last good value while refreshes fail.
+func (c *Cache) Get(t string, r Request) (interface{}, ResultMeta, error) {
+	info := r.CacheInfo()
+	return c.getWithIndex(context.Background(), t, r, info, info.MinIndex)
+}
+
+// getWithIndex is Get with the blocking index given apart from the request
+// (Notify moves it along) and a context that ends the wait.
+func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info RequestInfo, minIndex uint64) (interface{}, ResultMeta, error) {
+	if info.Key == "" {
+		metrics.IncrCounter(keyBypass, 1)
+		return c.fetchDirect(t, r, minIndex)
+	}
+	key := entryKey{typ: t, dc: info.Datacenter, token: info.Token, key: info.Key}
+
+	first := true
+	var timeout <-chan time.Time
+	var waited *entry // the entry whose fetch we last waited for
+	for {
+		te := c.typeEntry(t)
+		if te == nil {
+			return nil, ResultMeta{}, unknownType(t)
+		}
+		e := c.lookup(key)
+		if e == nil {
+			// Evicted while we waited: its last result still answers us.
+			e = waited
+		}
+		res := noResult
+		if e != nil {
+			if p := e.res.Load(); p != nil {
+				res = p
+			}
+		}
+
+		now := c.now()
+		if c.isHit(te, &info, minIndex, res, first, now) {
+			meta := ResultMeta{Index: res.index, Hit: first}
+			if first {
+				metrics.IncrCounter(te.keys.hit, 1)
+			}
+			if te.opts.Refresh {
+				if lost := e.lostContact.Load(); lost != 0 {
+					meta.Age = time.Duration(now - lost)
+				}
+			} else {
+				meta.Age = time.Duration(now - res.fetchedAt)
+			}
+			e.lastAccess.Store(now)
+			return res.value, meta, nil
+		}
+
+		// A waited-for fetch failed: report it rather than spin on the same
+		// error until the timeout. The value beside it, if any, is older.
+		if !first && res.err != nil {
+			return res.value, ResultMeta{Index: res.index}, res.err
+		}
+
+		if first {
+			if minIndex == 0 {
+				metrics.IncrCounter(te.keys.missNew, 1)
+			} else {
+				metrics.IncrCounter(te.keys.missBlock, 1)
+			}
+			first = false
+			if info.Timeout > 0 {
+				timer := time.NewTimer(info.Timeout)
+				defer timer.Stop()
+				timeout = timer.C
+			}
+		}
+
+		var ch <-chan struct{}
+		waited, ch = c.fetch(te, key, r, res)
+		select {
+		case <-ch:
+		case <-timeout:
+			return res.value, ResultMeta{Index: res.index}, nil
+		case <-ctx.Done():
+			return res.value, ResultMeta{Index: res.index}, ctx.Err()
+		}
+	}
+}
+
+// noResult stands for an entry that has no result yet.
+var noResult = &result{}
+
+// isHit reports whether res may answer the request without a fetch.
+func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *result, first bool, now int64) bool {
+	if !res.valid {
+		return false
+	}
+	// A blocking caller wants something newer than it has seen.
+	if minIndex > 0 && minIndex >= res.index && te.typ.SupportsBlocking() {
+		return false
+	}
+	if te.opts.Refresh {
+		return true
+	}
+	if info.MaxAge > 0 && time.Duration(now-res.fetchedAt) > info.MaxAge {
+		return false
+	}
+	// Revalidation makes only the first round a miss: once a fetch was
+	// attempted, even a failed one, the cached value may be served.
+	return !(info.MustRevalidate && first)
+}
+
+// fetch makes sure the entry for key is being fetched and returns it with a
+// channel that is closed when there is something new to look at. seen is
+// the result the caller examined: if a newer one was published since, the
+// channel is already closed, so a Get racing with a finishing fetch never
+// waits for (or starts) another one.
+func (c *Cache) fetch(te *typeEntry, key entryKey, r Request, seen *result) (*entry, <-chan struct{}) {
+	e := c.lookupOrCreate(key, te)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cur := e.res.Load()
+	if cur == nil {
+		cur = noResult
+	}
+	if e.evicted || cur != seen {
+		return e, closedCh
+	}
+	if !e.fetching {
+		e.fetching = true
+		go c.runFetchLoop(e, te, r)
+	}
+	return e, e.waitCh()
+}
+
+// fetchDirect calls the type's Fetch for a request that bypasses the cache.
+// Nothing is shared or stored: every such Get is its own RPC.
+func (c *Cache) fetchDirect(t string, r Request, minIndex uint64) (interface{}, ResultMeta, error) {
+	te := c.typeEntry(t)
+	if te == nil {
+		return nil, ResultMeta{}, unknownType(t)
+	}
+	res, err := te.typ.Fetch(FetchOptions{MinIndex: minIndex}, r)
+	if err != nil {
+		return nil, ResultMeta{}, err
+	}
+	return res.Value, ResultMeta{}, nil
+}
+
+// shard returns the shard that holds key.
+func (c *Cache) shard(key entryKey) *shard {
+	var h maphash.Hash
+	h.SetSeed(c.hashSeed)
+	h.WriteString(key.key)
+	h.WriteByte(0)
+	h.WriteString(key.token)
+	h.WriteByte(0)
+	h.WriteString(key.dc)
+	return &c.shards[h.Sum64()%shardCount]
+}
+
+// lookup returns the entry for key, or nil.
+func (c *Cache) lookup(key entryKey) *entry {
+	s := c.shard(key)
+	s.mu.RLock()
+	e := s.m[key]
+	s.mu.RUnlock()
+	return e
+}
+
+// lookupOrCreate returns the entry for key, creating an empty one if needed.
+func (c *Cache) lookupOrCreate(key entryKey, te *typeEntry) *entry {
+	s := c.shard(key)
+	s.mu.RLock()
+	e := s.m[key]
+	s.mu.RUnlock()
+	if e != nil {
+		return e
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.m[key]; e != nil {
+		return e
+	}
+	e = &entry{key: key, ttl: te.opts.LastGetTTL, heapIndex: -1}
+	s.m[key] = e
+	metrics.SetGauge(keyEntriesCount, float32(c.count.Add(1)))
+	return e
+}
+
+// now returns the time since c.epoch: a monotonic clock that is never 0.
+func (c *Cache) now() int64 {
+	return int64(time.Since(c.epoch))
+}
+
+// Close stops the cache's background work: background refreshes end
+// (a fetch in flight may finish, but no refresh follows it) and entries no
+// longer expire. Callers may still Get; values already cached stay
+// available. Close is meant for shutdown and may be called more than once;
+// it always returns nil.
+func (c *Cache) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		close(c.stopCh)
+	}
+	return nil
+}

@@ -1,0 +1,291 @@
+package cache
+
+import (
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metrics "github.com/armon/go-metrics"
+)
+
+// entryKey identifies an entry. Comparing the four fields, rather than a
+// string joined from them, keeps partitions exact: no datacenter, token or
+// key can contain a separator that makes two requests collide.
+type entryKey struct {
+	typ, dc, token, key string
+}
+
+// result is one published outcome of a fetch: the value the entry serves and
+// the error of the latest attempt. A result is immutable once published, so
+// readers load it without a lock.
+type result struct {
+	value interface{}
+	state interface{}
+	index uint64
+
+	// err is the error of the latest fetch. When both value and err are
+	// set, err is newer than value: a successful fetch always clears it.
+	err error
+
+	// valid reports whether a fetch has ever returned a value.
+	valid bool
+
+	// fetchedAt is when value was fetched, as an offset from Cache.epoch;
+	// 0 while !valid.
+	fetchedAt int64
+}
+
+// entry is one cached item and the single goroutine that fetches it.
+//
+// Lock order: Cache.expiryMu, then shard.mu, then entry.mu. The hit path
+// takes none of them for writing: it loads res and stores lastAccess.
+type entry struct {
+	key entryKey
+
+	// res is the latest published result, nil until the first fetch ends.
+	res atomic.Pointer[result]
+
+	// lastAccess is when a Get last hit the entry, as an offset from
+	// Cache.epoch. The expiry loop reads it lazily, so a hit never touches
+	// the heap.
+	lastAccess atomic.Int64
+
+	// lostContact is when background refresh first failed, as Unix
+	// nanoseconds; 0 while it is connected.
+	lostContact atomic.Int64
+
+	// ttl is the type's LastGetTTL when the entry was first stored.
+	ttl time.Duration
+
+	// mu guards the fields below.
+	mu sync.Mutex
+	// fetching is set while the entry's fetch loop runs. At most one loop
+	// runs per entry; callers that need new data join it through waiter.
+	fetching bool
+	// waiter is closed when the running loop publishes its next result. It
+	// is created only when somebody waits.
+	waiter chan struct{}
+	// evicted is set once the entry left the cache; its loop then publishes
+	// nothing more and stops.
+	evicted bool
+	// stop is closed on eviction, to end the loop's refresh waits. It is
+	// created by the loop when it first has to wait.
+	stop chan struct{}
+
+	// heapIndex and expires are guarded by Cache.expiryMu. heapIndex is -1
+	// while the entry is not in the expiry heap; expires is an offset from
+	// Cache.epoch, refreshed from lastAccess when it comes due.
+	heapIndex int
+	expires   int64
+}
+
+// closedCh is a closed channel, returned to callers that should look again
+// at once instead of waiting.
+var closedCh = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
+// waitCh returns the channel to wait on for the loop's next result.
+// e.mu must be held.
+func (e *entry) waitCh() chan struct{} {
+	if e.waiter == nil {
+		e.waiter = make(chan struct{})
+	}
+	return e.waiter
+}
+
+// wake releases every caller waiting for the next result. e.mu must be held.
+func (e *entry) wake() {
+	if e.waiter != nil {
+		close(e.waiter)
+		e.waiter = nil
+	}
+}
+
+// stopCh returns the channel closed when the entry is evicted.
+// e.mu must be held.
+func (e *entry) stopCh() chan struct{} {
+	if e.stop == nil {
+		e.stop = make(chan struct{})
+		if e.evicted {
+			close(e.stop)
+		}
+	}
+	return e.stop
+}
+
+// runFetchLoop is the entry's fetch goroutine; fetch starts it when a Get
+// needs data and no loop runs. For a type without Refresh it fetches once
+// and ends. For a refreshing type it goes on fetching, with the back-off and
+// RefreshTimer waits between fetches, until the entry is evicted or the
+// cache is closed. Callers that need data meanwhile wait for its next
+// result, so an entry never has two fetches in flight.
+func (c *Cache) runFetchLoop(e *entry, te *typeEntry, r Request) {
+	var attempt uint
+	for {
+		// Pick up a re-registered type.
+		if cur := c.typeEntry(e.key.typ); cur != nil {
+			te = cur
+		}
+		var more bool
+		attempt, more = c.fetchOnce(e, te, r, attempt)
+		if !more {
+			return
+		}
+		if !c.refreshWait(e, backOffWait(attempt)+te.opts.RefreshTimer) {
+			e.mu.Lock()
+			e.fetching = false
+			e.wake() // waiters look again and start a fetch of their own
+			e.mu.Unlock()
+			return
+		}
+	}
+}
+
+// fetchOnce runs one Fetch for the entry and publishes its outcome. It
+// returns the failed-attempt count for back-off and whether the loop should
+// go on refreshing.
+func (c *Cache) fetchOnce(e *entry, te *typeEntry, r Request, attempt uint) (uint, bool) {
+	prev := e.res.Load()
+	if prev == nil {
+		prev = noResult
+	}
+	var opts FetchOptions
+	if te.typ.SupportsBlocking() {
+		opts.MinIndex = prev.index
+		opts.Timeout = te.opts.RefreshTimeout
+	}
+	if prev.valid {
+		opts.LastResult = &FetchResult{Value: prev.value, State: prev.state, Index: prev.index}
+	}
+
+	// A refresh that is failing marks the value stale until it reconnects.
+	// A blocking refresh that lasts past the RPC keepalive (30 s) proves the
+	// connection is up, so it clears the mark without waiting up to the
+	// whole RefreshTimeout for the answer.
+	var connected *time.Timer
+	if te.opts.Refresh && prev.index > 0 && te.opts.RefreshTimeout > 31*time.Second {
+		connected = time.AfterFunc(31*time.Second, func() { e.lostContact.Store(0) })
+	}
+
+	fr, err := te.typ.Fetch(opts, r)
+	if connected != nil {
+		connected.Stop()
+	}
+
+	next := *prev
+	next.err = err // a success clears an older error
+	if fr.Value != nil {
+		next.value, next.state, next.index = fr.Value, fr.State, fr.Index
+		next.fetchedAt = c.now()
+		next.valid = true
+		// Index 0 would make the next blocking fetch return at once, and so
+		// a hot loop. No real data has index 1 (Raft bootstraps there), so 1
+		// is a safe floor.
+		if next.index < 1 {
+			next.index = 1
+		}
+	} else if fr.State != nil && err == nil {
+		// No value yet (a masked timeout or rate limit, say), but the type's
+		// retry state must be kept for the next attempt.
+		next.state = fr.State
+	}
+
+	if err == nil {
+		metrics.IncrCounter(keyFetchSuccess, 1)
+		metrics.IncrCounter(te.keys.fetchSuccess, 1)
+		if fr.Index > 0 {
+			attempt = 0
+		} else {
+			// Index 0 is a misbehaving type, not an error to report, but
+			// without back-off it would refresh in a hot loop.
+			attempt++
+		}
+		if te.opts.Refresh {
+			e.lostContact.Store(0)
+		}
+	} else {
+		metrics.IncrCounter(keyFetchError, 1)
+		metrics.IncrCounter(te.keys.fetchError, 1)
+		attempt++
+		if te.opts.Refresh {
+			e.lostContact.CompareAndSwap(0, c.now())
+		}
+	}
+
+	more := c.publish(e, &next, te.opts.Refresh)
+	c.addExpiry(e)
+	return attempt, more
+}
+
+// publish makes res the entry's result and wakes its waiters. It reports
+// whether the loop should go on refreshing; if not, the loop is over as of
+// this call, so the next Get that needs data starts a new one.
+func (c *Cache) publish(e *entry, res *result, refresh bool) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// An evicted entry still takes the result, for the callers that waited
+	// on it, but it is no longer in the cache: nothing brings it back.
+	e.res.Store(res)
+	e.wake()
+	more := refresh && !e.evicted && !c.closed.Load()
+	if !more {
+		e.fetching = false
+	}
+	return more
+}
+
+// refreshWait pauses the fetch loop for d. It returns false if the entry was
+// evicted or the cache closed, in which case the loop must end.
+func (c *Cache) refreshWait(e *entry, d time.Duration) bool {
+	e.mu.Lock()
+	stop := e.stopCh()
+	e.mu.Unlock()
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-stop:
+		case <-c.stopCh:
+		}
+	}
+	select {
+	case <-stop:
+		return false
+	case <-c.stopCh:
+		return false
+	default:
+		return true
+	}
+}
+
+// backOffWait returns how long to wait after the given number of
+// consecutive failures: nothing for the first CacheRefreshBackoffMin, then
+// doubling from 2 s up to CacheRefreshMaxWait, plus a random stagger of up
+// to as much again so that entries failing together spread out.
+func backOffWait(failures uint) time.Duration {
+	if failures <= CacheRefreshBackoffMin {
+		return 0
+	}
+	shift := failures - CacheRefreshBackoffMin
+	wait := CacheRefreshMaxWait
+	if shift < 31 {
+		wait = (1 << shift) * time.Second
+	}
+	if wait > CacheRefreshMaxWait {
+		wait = CacheRefreshMaxWait
+	}
+	return wait + randomStagger(wait)
+}
+
+// randomStagger returns a random duration in [0, d).
+func randomStagger(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
+}

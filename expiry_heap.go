@@ -1,0 +1,132 @@
+package cache
+
+import (
+	"container/heap"
+	"time"
+
+	metrics "github.com/armon/go-metrics"
+)
+
+// expiryHeap is a container/heap of entries ordered by expiry time, soonest
+// first. It maintains each entry's heapIndex. It is guarded by
+// Cache.expiryMu.
+type expiryHeap []*entry
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].expires < h[j].expires }
+
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIndex = i
+	h[j].heapIndex = j
+}
+
+func (h *expiryHeap) Push(x any) {
+	e := x.(*entry)
+	e.heapIndex = len(*h)
+	*h = append(*h, e)
+}
+
+func (h *expiryHeap) Pop() any {
+	old := *h
+	n := len(old)
+	e := old[n-1]
+	old[n-1] = nil
+	*h = old[:n-1]
+	e.heapIndex = -1
+	return e
+}
+
+// evictBatch bounds the evictions done under one hold of expiryMu, so that
+// Gets creating entries never wait behind a mass expiry.
+const evictBatch = 256
+
+// addExpiry puts a newly stored entry in the expiry heap, LastGetTTL after
+// its last access, and wakes the expiry loop if it now expires first.
+func (c *Cache) addExpiry(e *entry) {
+	c.expiryMu.Lock()
+	defer c.expiryMu.Unlock()
+	if e.heapIndex >= 0 {
+		return
+	}
+	e.expires = e.lastAccess.Load() + int64(e.ttl)
+	heap.Push(&c.expiry, e)
+	if e.heapIndex == 0 {
+		select {
+		case c.expiryNotify <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// runExpiryLoop evicts entries that have not been hit for their TTL. It runs
+// from New until Close.
+//
+// Hits only record their time on the entry; when an entry comes due here
+// its real expiry is recomputed from that time and it is re-queued if it was
+// used meanwhile. That keeps the seed's semantics (every hit extends the
+// TTL) without a heap update per hit.
+func (c *Cache) runExpiryLoop() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		wait, ok := c.expireDue()
+		if !ok {
+			wait = time.Hour
+		}
+		timer.Reset(wait)
+		select {
+		case <-c.stopCh:
+			return
+		case <-c.expiryNotify:
+		case <-timer.C:
+		}
+	}
+}
+
+// expireDue evicts up to evictBatch due entries and returns how long until
+// the next one is due; ok is false if the heap is empty.
+func (c *Cache) expireDue() (wait time.Duration, ok bool) {
+	c.expiryMu.Lock()
+	defer c.expiryMu.Unlock()
+	now := c.now()
+	for n := 0; len(c.expiry) > 0; {
+		e := c.expiry[0]
+		if e.expires > now {
+			return time.Duration(e.expires - now), true
+		}
+		if n == evictBatch {
+			return 0, true
+		}
+		if real := e.lastAccess.Load() + int64(e.ttl); real > now {
+			e.expires = real
+			heap.Fix(&c.expiry, 0)
+			continue
+		}
+		heap.Pop(&c.expiry)
+		c.evict(e)
+		n++
+	}
+	return 0, false
+}
+
+// evict removes e from the cache and stops its fetch loop. c.expiryMu must be
+// held.
+func (c *Cache) evict(e *entry) {
+	s := c.shard(e.key)
+	s.mu.Lock()
+	if s.m[e.key] == e {
+		delete(s.m, e.key)
+	}
+	s.mu.Unlock()
+
+	e.mu.Lock()
+	e.evicted = true
+	if e.stop != nil {
+		close(e.stop)
+	}
+	e.mu.Unlock()
+
+	metrics.IncrCounter(keyEvictExpired, 1)
+	metrics.SetGauge(keyEntriesCount, float32(c.count.Add(-1)))
+}

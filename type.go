@@ -1,0 +1,62 @@
+package cache
+
+import "time"
+
+// Type implements the logic to fetch one kind of data, usually by wrapping
+// an RPC. A Type is registered with RegisterType under a name that Get and
+// Notify then use.
+//
+// The cache never calls Fetch concurrently for the same entry, but it does
+// call it concurrently for different entries, so a Type must be safe for
+// concurrent use.
+type Type interface {
+	// Fetch fetches a single unique item.
+	//
+	// For a type that supports blocking, FetchOptions.MinIndex and
+	// FetchOptions.Timeout describe a blocking query: Fetch should wait
+	// until the data's index is greater than MinIndex, or Timeout passes,
+	// and then return what it has.
+	//
+	// A FetchResult with a nil Value means "no new value": the cache keeps
+	// the value it has. An error is handed to the callers that were waiting
+	// for this fetch; the cached value, if any, is kept.
+	Fetch(FetchOptions, Request) (FetchResult, error)
+
+	// SupportsBlocking reports whether the type supports blocking queries.
+	// Only then does the cache pass MinIndex and Timeout to Fetch and honour
+	// RequestInfo.MinIndex in Get.
+	SupportsBlocking() bool
+}
+
+// FetchOptions are the options the cache passes to Type.Fetch.
+type FetchOptions struct {
+	// MinIndex is the index of the value the cache already has, to block
+	// on. It is zero for the first fetch and for non-blocking types.
+	MinIndex uint64
+
+	// Timeout is the longest the fetch should block, from the type's
+	// RegisterOptions.RefreshTimeout. It is zero for non-blocking types.
+	Timeout time.Duration
+
+	// LastResult is the last successful result the cache holds for this
+	// entry, including its State, or nil if there is none yet. Types keep
+	// per-entry state (a rate-limit back-off, a stream position) there.
+	LastResult *FetchResult
+}
+
+// FetchResult is the result of a Type's Fetch.
+type FetchResult struct {
+	// Value is the result of the fetch. Nil means no new value: the cache
+	// keeps the one it has.
+	Value interface{}
+
+	// State is opaque per-entry data that the cache keeps and hands back in
+	// FetchOptions.LastResult on the next fetch. A result with a nil Value,
+	// a non-nil State and no error still updates the stored State.
+	State interface{}
+
+	// Index is the index of Value, for example a Raft index. An index of 0
+	// with a value is stored as 1 so that the next blocking fetch blocks;
+	// a fetch that returns index 0 counts as a failed attempt for back-off.
+	Index uint64
+}
