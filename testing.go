@@ -206,4 +206,3 @@ func testType(blocking bool) *MockType {
 	typ.On("SupportsBlocking").Return(blocking).Maybe()
 	return typ
 }
-
