@@ -66,8 +66,9 @@ type entry struct {
 	// waiter is closed when the running loop publishes its next result. It
 	// is created only when somebody waits.
 	waiter chan struct{}
-	// evicted is set once the entry left the cache; its loop then publishes
-	// nothing more and stops.
+	// evicted is set once the entry left the cache; its loop then stops.
+	// It is written with both Cache.expiryMu and mu held, so either lock
+	// is enough to read it.
 	evicted bool
 	// stop is closed on eviction, to end the loop's refresh waits. It is
 	// created by the loop when it first has to wait.

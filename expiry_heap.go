@@ -41,15 +41,18 @@ func (h *expiryHeap) Pop() any {
 // Gets creating entries never wait behind a mass expiry.
 const evictBatch = 256
 
-// addExpiry puts a newly stored entry in the expiry heap, LastGetTTL after
-// its last access, and wakes the expiry loop if it now expires first.
+// addExpiry puts an entry whose first fetch just ended in the expiry heap,
+// LastGetTTL from now, and wakes the expiry loop if it now expires first.
+// Entries already in the heap, or evicted, are left alone.
 func (c *Cache) addExpiry(e *entry) {
 	c.expiryMu.Lock()
 	defer c.expiryMu.Unlock()
-	if e.heapIndex >= 0 {
+	if e.heapIndex >= 0 || e.evicted {
 		return
 	}
-	e.expires = e.lastAccess.Load() + int64(e.ttl)
+	now := c.now()
+	e.lastAccess.Store(now)
+	e.expires = now + int64(e.ttl)
 	heap.Push(&c.expiry, e)
 	if e.heapIndex == 0 {
 		select {

@@ -106,7 +106,6 @@ func TestCacheGetCh(t T, c *Cache, typ string, r Request) <-chan interface{} {
 	go func() {
 		v, _, err := c.Get(typ, r)
 		if err != nil {
-			t.Logf("Get(%q): %s", typ, err)
 			ch <- err
 			return
 		}
