@@ -70,14 +70,16 @@ func (c *Cache) addExpiry(e *entry) {
 // used meanwhile. That keeps the seed's semantics (every hit extends the
 // TTL) without a heap update per hit.
 func (c *Cache) runExpiryLoop() {
-	timer := time.NewTimer(time.Hour)
+	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		wait, ok := c.expireDue()
-		if !ok {
-			wait = time.Hour
+		// With nothing to expire, only an insertion can give work: no
+		// timer, so an idle cache holds no pending timer at all.
+		if wait, ok := c.expireDue(); ok {
+			timer.Reset(wait)
+		} else {
+			timer.Stop()
 		}
-		timer.Reset(wait)
 		select {
 		case <-c.stopCh:
 			return
