@@ -1,0 +1,140 @@
+// Command demo shows the cache in front of etcd: many goroutines read a
+// few keys through the cache while a writer changes them, and the demo
+// reports how few backend fetches serve all those reads.
+//
+// It starts an embedded etcd server in a temporary directory unless
+// -endpoints names an existing cluster. Run it from the repository root
+// with:
+//
+//	go -C examples run ./demo
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/agentcache/cache"
+	"github.com/agentcache/cache/examples/etcdcache"
+	metrics "github.com/armon/go-metrics"
+)
+
+// options are the command-line flags.
+type options struct {
+	endpoints      string
+	readers        int
+	keys           int
+	writesPerSec   float64
+	duration       time.Duration
+	think          time.Duration
+	refreshTimeout time.Duration
+	prefix         string
+}
+
+func main() {
+	o := parseFlags()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+// parseFlags parses and checks the command line.
+func parseFlags() options {
+	var o options
+	flag.StringVar(&o.endpoints, "endpoints", "", "comma-separated `host:port` list of an existing etcd cluster; empty starts an embedded server in a temporary directory")
+	flag.IntVar(&o.readers, "readers", 200, "number of goroutines that Get random keys through the cache")
+	flag.IntVar(&o.keys, "keys", 50, "number of keys to read and write")
+	flag.Float64Var(&o.writesPerSec, "writes-per-sec", 20, "rate at which the writer puts new values into random keys (0: no writer)")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "how long the workload runs")
+	flag.DurationVar(&o.think, "think", time.Millisecond, "pause between two Gets of one reader, as a client doing other work would (0: Get in a tight loop)")
+	flag.DurationVar(&o.refreshTimeout, "refresh-timeout", 10*time.Minute, "longest blocking query (watch) of the background refresh")
+	flag.StringVar(&o.prefix, "prefix", "/agentcache-demo/", "etcd key prefix for the demo's keys; they are deleted at the end")
+	flag.Usage = func() {
+		out := flag.CommandLine.Output()
+		fmt.Fprintf(out, "Usage: demo [flags]\n\n")
+		fmt.Fprintf(out, "Reads etcd keys through the cache from many goroutines while a writer\n")
+		fmt.Fprintf(out, "changes them, prints a status line every second and a summary at the end.\n")
+		fmt.Fprintf(out, "Ctrl-C stops early and still prints the summary.\n\nFlags:\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() > 0 || o.readers < 1 || o.keys < 1 || o.writesPerSec < 0 || o.duration <= 0 || o.think < 0 || o.refreshTimeout <= 0 || o.prefix == "" {
+		flag.Usage()
+		os.Exit(2)
+	}
+	return o
+}
+
+// run runs the demo; every resource it acquires is released before it
+// returns, also when it is interrupted.
+func run(o options) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	sink := metrics.NewInmemSink(time.Second, time.Minute)
+	cfg := metrics.DefaultConfig("")
+	cfg.EnableHostname = false
+	cfg.EnableRuntimeMetrics = false
+	if _, err := metrics.NewGlobal(cfg, sink); err != nil {
+		return err
+	}
+
+	b, err := openBackend(o.endpoints)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+
+	c := cache.New(nil)
+	reg := &cache.RegisterOptions{Refresh: true, RefreshTimeout: o.refreshTimeout}
+	c.RegisterType("kv", &etcdcache.KV{Client: b.cli}, reg)
+	c.RegisterType("prefix", &etcdcache.Prefix{Client: b.cli}, reg)
+
+	w := &workload{cache: c, cli: b.cli, prefix: o.prefix, readers: o.readers, think: o.think, writesPerSec: o.writesPerSec}
+	defer w.cleanup() // after the cache is closed, before the client is
+	defer c.Close()
+	seedCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = w.seed(seedCtx, o.keys)
+	cancel()
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf("%d readers, %d keys, %.4g writes/s for %s against %s (Ctrl-C stops)\n", o.readers, o.keys, o.writesPerSec, o.duration, b.describe())
+	runCtx, cancel := context.WithTimeout(ctx, o.duration)
+	defer cancel()
+	r := &reporter{out: os.Stdout, tally: newTally(sink), w: w, started: time.Now()}
+	wait, err := w.start(runCtx)
+	if err != nil {
+		return err
+	}
+	everySecond(runCtx, r.status)
+	wait()
+	if errors.Is(ctx.Err(), context.Canceled) {
+		fmt.Println("interrupted")
+	}
+	r.summary(o, b.describe())
+	return nil
+}
+
+// everySecond calls f just after each wall-clock second (when the metrics
+// sink starts a new interval) until ctx is done.
+func everySecond(ctx context.Context, f func()) {
+	for {
+		next := time.Now().Truncate(time.Second).Add(time.Second + 50*time.Millisecond)
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}
