@@ -1,0 +1,714 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/mock"
+	"github.com/stretchr/testify/require"
+)
+
+// notifyBackend is a fake blocking data source for Notify tests: Fetch waits
+// until the index exceeds MinIndex (or opts.Timeout passes, then returns the
+// current value unchanged). Create it inside the bubble; it releases blocked
+// fetches on test cleanup so that no goroutine outlives the bubble.
+type notifyBackend struct {
+	mu      sync.Mutex
+	value   interface{}
+	index   uint64
+	changed chan struct{} // closed and replaced on every set
+	closed  bool
+	fetches atomic.Int64
+	minIdx  []uint64 // MinIndex of every Fetch
+}
+
+func newNotifyBackend(t *testing.T, value interface{}, index uint64) *notifyBackend {
+	b := &notifyBackend{value: value, index: index, changed: make(chan struct{})}
+	t.Cleanup(func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.closed = true
+		close(b.changed)
+	})
+	return b
+}
+
+func (b *notifyBackend) set(value interface{}, index uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.value, b.index = value, index
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+func (b *notifyBackend) minIndexes() []uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]uint64(nil), b.minIdx...)
+}
+
+func (b *notifyBackend) Fetch(opts FetchOptions, _ Request) (FetchResult, error) {
+	b.fetches.Add(1)
+	var timeout <-chan time.Time
+	if opts.Timeout > 0 {
+		tm := time.NewTimer(opts.Timeout)
+		defer tm.Stop()
+		timeout = tm.C
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.minIdx = append(b.minIdx, opts.MinIndex)
+	for b.index <= opts.MinIndex && !b.closed {
+		ch := b.changed
+		b.mu.Unlock()
+		timedOut := false
+		select {
+		case <-ch:
+		case <-timeout:
+			timedOut = true
+		}
+		b.mu.Lock()
+		if timedOut {
+			break
+		}
+	}
+	if b.closed {
+		// Fail, so that a refresh loop backs off instead of spinning
+		// until the cache is closed.
+		return FetchResult{}, errors.New("backend closed")
+	}
+	return FetchResult{Value: b.value, Index: b.index}, nil
+}
+
+func (b *notifyBackend) SupportsBlocking() bool { return true }
+
+// notifyNoEvent fails if an event is waiting on ch once the bubble is idle.
+func notifyNoEvent(t *testing.T, ch <-chan UpdateEvent) {
+	t.Helper()
+	synctest.Wait()
+	select {
+	case ev := <-ch:
+		t.Fatalf("unexpected event: %+v", ev)
+	default:
+	}
+}
+
+// notifyRecv returns the next event, failing if none comes within d of fake
+// time.
+func notifyRecv(t *testing.T, ch <-chan UpdateEvent, d time.Duration) UpdateEvent {
+	t.Helper()
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case ev := <-ch:
+		return ev
+	case <-tm.C:
+		t.Fatalf("no event within %s", d)
+		return UpdateEvent{}
+	}
+}
+
+// notifyTimedType returns a MockType (blocking or not) whose Fetch records
+// its fake start time and returns next().
+func notifyTimedType(t *testing.T, blocking bool, next func(FetchOptions) (FetchResult, error)) (*MockType, func() []time.Time) {
+	var mu sync.Mutex
+	var times []time.Time
+	var lastErr error
+	typ := TestType(t)
+	if !blocking {
+		typ = TestTypeNonBlocking(t)
+	}
+	typ.On("Fetch", mock.Anything, mock.Anything).Return(
+		func(o FetchOptions, _ Request) FetchResult {
+			mu.Lock()
+			times = append(times, time.Now())
+			mu.Unlock()
+			res, err := next(o) // may block: not under mu
+			mu.Lock()
+			lastErr = err
+			mu.Unlock()
+			return res
+		},
+		// The cache never runs two Fetches of one entry at once, so the
+		// error of the call just made is lastErr.
+		func(FetchOptions, Request) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return lastErr
+		})
+	return typ, func() []time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]time.Time(nil), times...)
+	}
+}
+
+// Pins that Notify on an unregistered type returns an error.
+func TestNotify_UnknownType(t *testing.T) {
+	c := TestCache(t)
+	ch := make(chan UpdateEvent, 1)
+	err := c.Notify(context.Background(), "nope", TestRequest(t, RequestInfo{Key: "k"}), "id", ch)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "unknown type")
+	require.Empty(t, ch)
+}
+
+// Pins that a non-blocking type needs MaxAge > 0, and nothing is fetched
+// when it is missing.
+func TestNotify_NonBlockingRequiresMaxAge(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		typ := TestTypeNonBlocking(t)
+		typ.Static(FetchResult{Value: "v", Index: 1}, nil)
+		c := TestCache(t)
+		c.RegisterType("t", typ, nil)
+		ch := make(chan UpdateEvent, 1)
+
+		err := c.Notify(t.Context(), "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch)
+		require.Error(t, err)
+		time.Sleep(time.Minute)
+		notifyNoEvent(t, ch)
+		typ.AssertNotCalled(t, "Fetch", mock.Anything, mock.Anything)
+
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k", MaxAge: time.Second}), "id", ch))
+		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v", Meta: ResultMeta{Index: 1}})
+		cancel()
+	})
+}
+
+// Pins the blocking loop: the first result is delivered, then one event per
+// index growth, with each Get blocking at the last delivered index.
+func TestNotify_BlockingDeliversFirstAndIndexGrowth(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := TestCache(t)
+		b := newNotifyBackend(t, "v1", 5)
+		c.RegisterType("t", b, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch))
+		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}})
+		notifyNoEvent(t, ch)
+
+		b.set("v2", 6)
+		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v2", Meta: ResultMeta{Index: 6}})
+		b.set("v3", 9)
+		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v3", Meta: ResultMeta{Index: 9}})
+		notifyNoEvent(t, ch)
+
+		require.Equal(t, []uint64{0, 5, 6, 9}, b.minIndexes(), "each fetch blocks at the last index")
+		cancel()
+	})
+}
+
+// Pins that the first event carries a cached value as a hit (index 0 Get).
+func TestNotify_BlockingFirstEventFromCache(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := TestCache(t)
+		b := newNotifyBackend(t, "v1", 5)
+		c.RegisterType("t", b, nil)
+		req := TestRequest(t, RequestInfo{Key: "k"})
+		_, _, err := c.Get("t", req)
+		require.NoError(t, err)
+
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+		require.NoError(t, c.Notify(ctx, "t", req, "id", ch))
+		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Hit: true, Index: 5}})
+		cancel()
+	})
+}
+
+// Pins that a refetch returning the same index (a blocking query timing out)
+// delivers nothing, even over many refetches.
+func TestNotify_BlockingUnchangedIndexNoEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := TestCache(t)
+		b := newNotifyBackend(t, "v1", 5)
+		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Second})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch))
+		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}})
+
+		time.Sleep(10*time.Minute + 5*time.Second)
+		notifyNoEvent(t, ch)
+		require.Equal(t, int64(1+61), b.fetches.Load(), "the first fetch, then one per 10s timeout")
+
+		b.set("v2", 6)
+		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v2", Meta: ResultMeta{Index: 6}})
+		cancel()
+	})
+}
+
+// Pins the error back-off: the first error is delivered; then 3 immediate
+// retries, then waits of 2s, 4s, ... (each plus a stagger below itself),
+// capped at 1m (+ stagger); later errors deliver nothing.
+func TestNotify_BlockingErrorBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		boom := errors.New("boom")
+		typ, times := notifyTimedType(t, true, func(FetchOptions) (FetchResult, error) {
+			return FetchResult{}, boom
+		})
+		c := TestCache(t)
+		c.RegisterType("t", typ, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+		start := time.Now()
+
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch))
+		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Err: boom})
+
+		time.Sleep(15 * time.Minute)
+		notifyNoEvent(t, ch)
+		cancel()
+
+		ts := times()
+		require.Greater(t, len(ts), 12)
+		for i := 0; i < 4; i++ {
+			require.Zero(t, ts[i].Sub(start), "fetch %d is immediate", i)
+		}
+		for i := 4; i < len(ts); i++ {
+			gap := ts[i].Sub(ts[i-1])
+			base := CacheRefreshMaxWait
+			if shift := i - CacheRefreshBackoffMin; shift < 6 {
+				base = time.Duration(1<<shift) * time.Second
+			}
+			require.GreaterOrEqual(t, gap, base, "gap before fetch %d", i)
+			require.Less(t, gap, 2*base, "gap before fetch %d", i)
+		}
+	})
+}
+
+// Pins that after a first good result, errors are not delivered (the index
+// does not grow) and the next good result with a higher index is.
+func TestNotify_BlockingLaterErrorsNotDelivered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		t.Cleanup(func() { close(release) })
+		var calls int
+		typ, times := notifyTimedType(t, true, func(o FetchOptions) (FetchResult, error) {
+			calls++
+			switch {
+			case calls == 1:
+				return FetchResult{Value: "v1", Index: 5}, nil
+			case calls <= 3:
+				return FetchResult{}, errors.New("transient")
+			case calls == 4:
+				return FetchResult{Value: "v2", Index: 6}, nil
+			default:
+				<-release // block until the test ends
+				return FetchResult{}, nil
+			}
+		})
+		c := TestCache(t)
+		c.RegisterType("t", typ, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch))
+		TestCacheNotifyChResult(t, ch,
+			UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}},
+			UpdateEvent{CorrelationID: "id", Result: "v2", Meta: ResultMeta{Index: 6}})
+		notifyNoEvent(t, ch)
+		require.Len(t, times(), 5, "two errors retried at once (below the back-off minimum)")
+		cancel()
+	})
+}
+
+// Pins that results without an index (a Get timing out before any value,
+// Meta.Index 0) are backed off like errors instead of looping hot.
+func TestNotify_BlockingZeroIndexBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		typ, times := notifyTimedType(t, true, func(FetchOptions) (FetchResult, error) {
+			time.Sleep(2 * time.Second) // a blocking query that ends without data
+			return FetchResult{}, nil
+		})
+		c := TestCache(t)
+		c.RegisterType("t", typ, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+		req := TestRequest(t, RequestInfo{Key: "k", Timeout: 2300 * time.Millisecond})
+
+		require.NoError(t, c.Notify(ctx, "t", req, "id", ch))
+		// The first Get times out (2.3s) with nothing: delivered as the first result.
+		require.Equal(t, UpdateEvent{CorrelationID: "id"}, notifyRecv(t, ch, 5*time.Second))
+		time.Sleep(10 * time.Minute)
+		notifyNoEvent(t, ch)
+		cancel()
+		time.Sleep(5 * time.Second) // let a fetch in flight finish inside the bubble
+		synctest.Wait()
+
+		// Without back-off the Gets would keep a fetch running all the time:
+		// ~300 fetches in 10 minutes.
+		ts := times()
+		require.Less(t, len(ts), 50)
+		var maxGap time.Duration
+		for i := 1; i < len(ts); i++ {
+			maxGap = max(maxGap, ts[i].Sub(ts[i-1]))
+		}
+		require.GreaterOrEqual(t, maxGap, CacheRefreshMaxWait, "back-off reached its cap")
+		require.Less(t, maxGap, 2*CacheRefreshMaxWait+5*time.Second, "back-off is capped")
+	})
+}
+
+// Pins the poll cadence of a non-blocking type: one fetch per MaxAge plus a
+// jitter below MaxAge/16, and no event while the value is unchanged.
+func TestNotify_PollingCadence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const maxAge = 10 * time.Second
+		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+			return FetchResult{Value: "v", Index: 1}, nil
+		})
+		c := TestCache(t)
+		c.RegisterType("t", typ, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k", MaxAge: maxAge}), "id", ch))
+		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v", Meta: ResultMeta{Index: 1}})
+
+		const n = 32
+		time.Sleep(n * maxAge)
+		notifyNoEvent(t, ch)
+		cancel()
+
+		ts := times()
+		// n*MaxAge holds between n/(1+1/16) and n poll intervals.
+		require.GreaterOrEqual(t, len(ts), 1+n*16/17)
+		require.LessOrEqual(t, len(ts), 1+n)
+		for i := 1; i < len(ts); i++ {
+			gap := ts[i].Sub(ts[i-1])
+			require.GreaterOrEqual(t, gap, maxAge, "poll %d", i)
+			require.Less(t, gap, maxAge+maxAge/16, "poll %d", i)
+		}
+	})
+}
+
+// Pins what a poll delivers: a changed value (same index), a grown index
+// (same value), and nothing when both are unchanged.
+func TestNotify_PollingDeliversOnValueOrIndexChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const maxAge = 10 * time.Second
+		var mu sync.Mutex
+		cur := FetchResult{Value: []string{"a"}, Index: 1}
+		setCur := func(r FetchResult) {
+			mu.Lock()
+			defer mu.Unlock()
+			cur = r
+		}
+		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			// A fresh copy each time, so only DeepEqual can tell it unchanged.
+			return FetchResult{Value: append([]string(nil), cur.Value.([]string)...), Index: cur.Index}, nil
+		})
+		c := TestCache(t)
+		c.RegisterType("t", typ, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k", MaxAge: maxAge}), "id", ch))
+
+		ev := notifyRecv(t, ch, time.Second)
+		require.Equal(t, []string{"a"}, ev.Result)
+		require.Equal(t, uint64(1), ev.Meta.Index)
+
+		// Unchanged: several polls, no event.
+		before := len(times())
+		time.Sleep(3 * maxAge)
+		notifyNoEvent(t, ch)
+		require.GreaterOrEqual(t, len(times())-before, 2)
+
+		// Value changed, index not.
+		setCur(FetchResult{Value: []string{"a", "b"}, Index: 1})
+		ev = notifyRecv(t, ch, 2*maxAge)
+		require.Equal(t, []string{"a", "b"}, ev.Result)
+		require.Equal(t, "id", ev.CorrelationID)
+		require.Equal(t, uint64(1), ev.Meta.Index)
+		notifyNoEvent(t, ch)
+
+		// Index grown, value not.
+		setCur(FetchResult{Value: []string{"a", "b"}, Index: 2})
+		ev = notifyRecv(t, ch, 2*maxAge)
+		require.Equal(t, []string{"a", "b"}, ev.Result)
+		require.Equal(t, uint64(2), ev.Meta.Index)
+
+		time.Sleep(3 * maxAge)
+		notifyNoEvent(t, ch)
+		cancel()
+	})
+}
+
+// Pins that polling errors are retried with back-off and a later good value
+// is delivered. The errors themselves are not (seed behaviour): a failed poll
+// has a nil result and index 0, so neither the value nor the index changed.
+func TestNotify_PollingErrorThenValue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const maxAge = 10 * time.Second
+		var calls int
+		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+			calls++
+			if calls <= 5 {
+				return FetchResult{}, errors.New("down")
+			}
+			return FetchResult{Value: "v", Index: 3}, nil
+		})
+		c := TestCache(t)
+		c.RegisterType("t", typ, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+		start := time.Now()
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k", MaxAge: maxAge}), "id", ch))
+
+		ev := notifyRecv(t, ch, time.Minute)
+		require.Equal(t, UpdateEvent{CorrelationID: "id", Result: "v", Meta: ResultMeta{Index: 3}}, ev, "the first event is the value")
+		ts := times()
+		require.Len(t, ts, 6)
+		// Failures 1-3 retry at once, 4 waits [2s,4s), 5 waits [4s,8s).
+		require.Zero(t, ts[3].Sub(start))
+		require.GreaterOrEqual(t, ts[5].Sub(start), 6*time.Second)
+		require.Less(t, ts[5].Sub(start), 12*time.Second)
+		cancel()
+	})
+}
+
+// Pins that cancelling ctx stops Notify: no more fetches or events, and its
+// goroutine exits (a leak would deadlock the bubble at the end).
+func TestNotify_CancelStops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := TestCache(t)
+		b := newNotifyBackend(t, "v1", 5)
+		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Second})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch))
+		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}})
+		time.Sleep(25 * time.Second)
+		cancel()
+		synctest.Wait()
+		n := b.fetches.Load() // includes the fetch still in flight
+
+		b.set("v2", 6)
+		time.Sleep(time.Hour)
+		notifyNoEvent(t, ch)
+		require.Equal(t, n, b.fetches.Load(), "no fetch after cancel")
+	})
+}
+
+// Pins that cancelling ctx during the error back-off ends the watch.
+func TestNotify_CancelDuringBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		typ, times := notifyTimedType(t, true, func(FetchOptions) (FetchResult, error) {
+			return FetchResult{}, errors.New("boom")
+		})
+		c := TestCache(t)
+		c.RegisterType("t", typ, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch))
+		time.Sleep(time.Second) // in the first back-off wait (2s..4s)
+		cancel()
+		synctest.Wait()
+		n := len(times())
+		require.Equal(t, 4, n)
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		require.Len(t, times(), n)
+	})
+}
+
+// Pins that a watcher blocked sending to an unread channel exits on cancel.
+func TestNotify_CancelWhileSendPending(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		typ := TestType(t)
+		typ.Static(FetchResult{Value: "v", Index: 1}, nil)
+		c := TestCache(t)
+		c.RegisterType("t", typ, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent) // never read
+
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch))
+		synctest.Wait()
+		cancel()
+		synctest.Wait()
+		typ.AssertNumberOfCalls(t, "Fetch", 1)
+	})
+}
+
+// Pins that several watchers (distinct CorrelationIDs on one channel) and a
+// blocking Get on the same entry share its fetches.
+func TestNotify_WatchersShareFetches(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := TestCache(t)
+		b := newNotifyBackend(t, "v1", 5)
+		c.RegisterType("t", b, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+		info := RequestInfo{Key: "k"}
+
+		for _, id := range []string{"a", "b", "c"} {
+			require.NoError(t, c.Notify(ctx, "t", TestRequest(t, info), id, ch))
+		}
+		// Whichever watcher comes after the first fetch sees a hit: ignore Hit.
+		var got []UpdateEvent
+		for i := 0; i < 3; i++ {
+			ev := notifyRecv(t, ch, time.Second)
+			ev.Meta.Hit = false
+			got = append(got, ev)
+		}
+		require.ElementsMatch(t, []UpdateEvent{
+			{CorrelationID: "a", Result: "v1", Meta: ResultMeta{Index: 5}},
+			{CorrelationID: "b", Result: "v1", Meta: ResultMeta{Index: 5}},
+			{CorrelationID: "c", Result: "v1", Meta: ResultMeta{Index: 5}},
+		}, got)
+
+		blockingInfo := info
+		blockingInfo.MinIndex = 5
+		getCh := TestCacheGetCh(t, c, "t", TestRequest(t, blockingInfo))
+		synctest.Wait()
+		require.Empty(t, getCh, "the Get blocks at index 5")
+		require.Equal(t, int64(2), b.fetches.Load(), "one initial fetch, one blocking fetch for everyone")
+
+		b.set("v2", 6)
+		TestCacheGetChResult(t, getCh, "v2")
+		TestCacheNotifyChResult(t, ch,
+			UpdateEvent{CorrelationID: "c", Result: "v2", Meta: ResultMeta{Index: 6}},
+			UpdateEvent{CorrelationID: "a", Result: "v2", Meta: ResultMeta{Index: 6}},
+			UpdateEvent{CorrelationID: "b", Result: "v2", Meta: ResultMeta{Index: 6}})
+		synctest.Wait()
+		require.Equal(t, int64(3), b.fetches.Load(), "and one fetch blocking at index 6")
+		cancel()
+	})
+}
+
+// Pins that Notify follows a background-refreshed entry: events come from
+// the refresh loop's fetches, without a fetch of its own.
+func TestNotify_RefreshTypeSharesRefreshLoop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := TestCache(t)
+		b := newNotifyBackend(t, "v1", 5)
+		c.RegisterType("t", b, &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch))
+		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}})
+		for i := uint64(6); i <= 8; i++ {
+			b.set(i, i)
+			TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: i, Meta: ResultMeta{Index: i}})
+		}
+		synctest.Wait()
+		require.Equal(t, int64(5), b.fetches.Load(), "only the refresh loop fetches")
+		cancel()
+	})
+}
+
+// Pins that a poll waits until the cached value would exceed MaxAge (plus
+// jitter), counting the age the value already had when Notify started.
+func TestNotify_PollingWaitCountsCachedAge(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const maxAge = 10 * time.Second
+		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+			return FetchResult{Value: "v", Index: 1}, nil
+		})
+		c := TestCache(t)
+		c.RegisterType("t", typ, nil)
+		req := TestRequest(t, RequestInfo{Key: "k", MaxAge: maxAge})
+		start := time.Now()
+		_, _, err := c.Get("t", req)
+		require.NoError(t, err)
+
+		time.Sleep(4 * time.Second)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+		require.NoError(t, c.Notify(ctx, "t", req, "id", ch))
+		ev := notifyRecv(t, ch, time.Second)
+		require.True(t, ev.Meta.Hit, "the first poll is served from the cache")
+		require.Equal(t, 4*time.Second, ev.Meta.Age)
+
+		time.Sleep(maxAge)
+		notifyNoEvent(t, ch)
+		cancel()
+		ts := times()
+		require.Len(t, ts, 2)
+		require.GreaterOrEqual(t, ts[1].Sub(start), maxAge)
+		require.Less(t, ts[1].Sub(start), maxAge+maxAge/16)
+	})
+}
+
+// Pins that cancelling a polling watch ends it both during a slow poll and
+// while its event is waiting to be sent: no more fetches afterwards.
+func TestNotify_PollingCancel(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		t.Cleanup(func() { close(release) })
+		typ := TestTypeNonBlocking(t)
+		var fetches atomic.Int64
+		typ.On("Fetch", mock.Anything, mock.Anything).Return(
+			func(_ FetchOptions, r Request) FetchResult {
+				fetches.Add(1)
+				if r.CacheInfo().Key == "slow" {
+					<-release
+				}
+				return FetchResult{Value: "v", Index: 1}
+			}, nil)
+		c := TestCache(t)
+		c.RegisterType("t", typ, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+
+		unread := make(chan UpdateEvent)
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "fast", MaxAge: time.Second}), "fast", unread))
+		slowCh := make(chan UpdateEvent, 1)
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "slow", MaxAge: time.Second}), "slow", slowCh))
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		require.Equal(t, int64(2), fetches.Load(), "one poll each: one is stuck sending, one fetching")
+
+		cancel()
+		time.Sleep(time.Hour)
+		notifyNoEvent(t, slowCh)
+		require.Equal(t, int64(2), fetches.Load())
+	})
+}
+
+// Pins that the blocking loop starts at index 0 whatever the request's own
+// MinIndex: the current value is delivered at once.
+func TestNotify_BlockingIgnoresRequestMinIndex(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := TestCache(t)
+		b := newNotifyBackend(t, "v1", 5)
+		c.RegisterType("t", b, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+
+		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 100}), "id", ch))
+		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}})
+		require.Equal(t, uint64(0), b.minIndexes()[0])
+		cancel()
+	})
+}
