@@ -246,6 +246,7 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info Requ
 	first := true
 	var timeout <-chan time.Time
 	var waited *entry // the entry whose fetch we last waited for
+	var seen *result  // the result we saw before that wait
 	for {
 		te := c.typeEntry(t)
 		if te == nil {
@@ -280,9 +281,11 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info Requ
 			return res.value, meta, nil
 		}
 
-		// A waited-for fetch failed: report it rather than spin on the same
-		// error until the timeout. The value beside it, if any, is older.
-		if !first && res.err != nil {
+		// A fetch ended while we waited and failed: report it rather than
+		// spin on the same error until the timeout. The value beside it, if
+		// any, is older. An error we saw before waiting is not news: the
+		// loop woke us without fetching (Close, eviction), so fetch again.
+		if !first && res.err != nil && res != seen {
 			return res.value, ResultMeta{Index: res.index}, res.err
 		}
 
@@ -301,6 +304,7 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info Requ
 		}
 
 		var ch <-chan struct{}
+		seen = res
 		waited, ch = c.fetch(te, key, r, res)
 		select {
 		case <-ch:
