@@ -18,11 +18,14 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	metrics "github.com/armon/go-metrics"
+	"golang.org/x/time/rate"
 )
 
 // Constants for the back-off of failing background refreshes and Notify
@@ -69,6 +72,13 @@ type Cache struct {
 	// epoch is the origin of the monotonic offsets stored in entries.
 	epoch time.Time
 
+	// Settings from Options, fixed by New.
+	metrics    cacheMetrics
+	log        *slog.Logger
+	fetchRate  rate.Limit
+	fetchBurst int
+	maxEntries int
+
 	closed atomic.Bool
 	stopCh chan struct{} // closed by Close
 }
@@ -80,20 +90,6 @@ type typeEntry struct {
 	opts RegisterOptions
 	keys typeKeys
 }
-
-// typeKeys are a type's metric names, built once at registration.
-type typeKeys struct {
-	hit, missNew, missBlock, fetchSuccess, fetchError []string
-}
-
-// Metric names shared by all types.
-var (
-	keyBypass       = []string{"consul", "cache", "bypass"}
-	keyFetchSuccess = []string{"consul", "cache", "fetch_success"}
-	keyFetchError   = []string{"consul", "cache", "fetch_error"}
-	keyEvictExpired = []string{"consul", "cache", "evict_expired"}
-	keyEntriesCount = []string{"consul", "cache", "entries_count"}
-)
 
 const shardCount = 64
 
@@ -128,20 +124,70 @@ type ResultMeta struct {
 	Index uint64
 }
 
-// Options are options for a Cache. The zero value gives the behaviour of the
-// original cache.
-type Options struct{}
+// Options are options for a Cache. The zero value gives the behaviour of
+// Consul v1.4.5's cache.
+type Options struct {
+	// EntryFetchRate limits how often one entry may be fetched, in fetches
+	// per second, so that a blocking type whose data changes all the time
+	// cannot turn its refresh into a hot loop against the servers. Zero
+	// (or less) means no limit, as in the seed. EntryFetchMaxBurst is the
+	// number of fetches allowed at once; below 1 it is 2, Consul's default.
+	//
+	// A sound setting for blocking types is a rate of 1 (one fetch per
+	// second per entry) with a burst of 2: an entry that changes rarely is
+	// never slowed down, and one that changes constantly costs the servers
+	// one query a second.
+	EntryFetchRate     rate.Limit
+	EntryFetchMaxBurst int
+
+	// Logger receives fetch errors, panics and back-off waits, with the
+	// type, datacenter and key of the entry. ACL tokens are never logged.
+	// Nil discards everything.
+	Logger *slog.Logger
+
+	// MetricsPrefix is put before every metric name. Nil means
+	// {"consul", "cache"}, the seed's names.
+	MetricsPrefix []string
+
+	// Metrics is the go-metrics instance to report to. Nil means the global
+	// one, as in the seed.
+	Metrics *metrics.Metrics
+
+	// MaxEntries bounds the number of entries. When a new entry makes it
+	// exceed the bound, the entries closest to expiry (the least recently
+	// used, for one TTL) are evicted first and counted as evict_size. Zero
+	// (or less) means no bound, as in the seed.
+	MaxEntries int
+}
 
 // New returns a ready cache. It starts the goroutine that expires entries,
-// which runs until Close. opts may be nil.
+// which runs until Close. opts may be nil; New keeps a copy.
 func New(opts *Options) *Cache {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
 	c := &Cache{
 		hashSeed:     maphash.MakeSeed(),
 		expiryNotify: make(chan struct{}, 1),
 		// One nanosecond before now, so that no offset is 0: stored
 		// offsets use 0 for "never".
-		epoch:  time.Now().Add(-time.Nanosecond),
-		stopCh: make(chan struct{}),
+		epoch:      time.Now().Add(-time.Nanosecond),
+		stopCh:     make(chan struct{}),
+		metrics:    newCacheMetrics(&o),
+		log:        o.Logger,
+		fetchRate:  rate.Inf,
+		maxEntries: max(o.MaxEntries, 0),
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if o.EntryFetchRate > 0 {
+		c.fetchRate = o.EntryFetchRate
+		c.fetchBurst = o.EntryFetchMaxBurst
+		if c.fetchBurst < 1 {
+			c.fetchBurst = 2
+		}
 	}
 	c.types.Store(&map[string]*typeEntry{})
 	for i := range c.shards {
@@ -178,22 +224,15 @@ type RegisterOptions struct {
 
 // RegisterType registers a type under the name n, replacing any type of
 // that name. Entries already cached keep their TTL; their next fetch uses
-// the new type. opts may be nil. It fetches nothing: entries are filled by
-// Get.
+// the new type. opts may be nil; RegisterType keeps a copy. It fetches
+// nothing: entries are filled by Get.
 func (c *Cache) RegisterType(n string, typ Type, opts *RegisterOptions) {
-	te := &typeEntry{name: n, typ: typ}
+	te := &typeEntry{name: n, typ: typ, keys: c.metrics.typeKeys(n)}
 	if opts != nil {
 		te.opts = *opts
 	}
 	if te.opts.LastGetTTL == 0 {
 		te.opts.LastGetTTL = 72 * time.Hour // days are a reasonable default
-	}
-	te.keys = typeKeys{
-		hit:          []string{"consul", "cache", n, "hit"},
-		missNew:      []string{"consul", "cache", n, "miss_new"},
-		missBlock:    []string{"consul", "cache", n, "miss_block"},
-		fetchSuccess: []string{"consul", "cache", n, "fetch_success"},
-		fetchError:   []string{"consul", "cache", n, "fetch_error"},
 	}
 
 	c.typesMu.Lock()
@@ -230,15 +269,40 @@ func unknownType(t string) error {
 // while no later fetch has succeeded: a caller without MinIndex keeps
 // getting the last good value while refreshes fail.
 func (c *Cache) Get(t string, r Request) (interface{}, ResultMeta, error) {
+	return c.GetContext(context.Background(), t, r)
+}
+
+// GetContext is Get with a context: if ctx ends before a value is ready,
+// GetContext returns the last known value, if any, with ctx.Err(). The
+// fetch it waited for goes on for the other callers. The request's Timeout
+// keeps its meaning: the last value and no error.
+func (c *Cache) GetContext(ctx context.Context, t string, r Request) (interface{}, ResultMeta, error) {
 	info := r.CacheInfo()
-	return c.getWithIndex(context.Background(), t, r, info, info.MinIndex)
+	return c.getWithIndex(ctx, t, r, info, info.MinIndex)
+}
+
+// GetAs is GetContext for a type whose values are all of type V. It returns
+// the zero V, and no error, when there is no value yet (a Get that timed
+// out before the first fetch), and an error naming both types when the
+// value is not a V.
+func GetAs[V any](ctx context.Context, c *Cache, t string, r Request) (V, ResultMeta, error) {
+	var zero V
+	v, meta, err := c.GetContext(ctx, t, r)
+	if v == nil {
+		return zero, meta, err
+	}
+	typed, ok := v.(V)
+	if !ok {
+		return zero, meta, fmt.Errorf("cache: value of type %q is a %T, not a %v", t, v, reflect.TypeFor[V]())
+	}
+	return typed, meta, err
 }
 
 // getWithIndex is Get with the blocking index given apart from the request
 // (Notify moves it along) and a context that ends the wait.
 func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info RequestInfo, minIndex uint64) (interface{}, ResultMeta, error) {
 	if info.Key == "" {
-		metrics.IncrCounter(keyBypass, 1)
+		c.metrics.incr(c.metrics.bypass)
 		return c.fetchDirect(t, r, minIndex)
 	}
 	key := entryKey{typ: t, dc: info.Datacenter, token: info.Token, key: info.Key}
@@ -268,7 +332,7 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info Requ
 		if c.isHit(te, &info, minIndex, res, first, now) {
 			meta := ResultMeta{Index: res.index, Hit: first}
 			if first {
-				metrics.IncrCounter(te.keys.hit, 1)
+				c.metrics.incr(te.keys.hit)
 			}
 			if te.opts.Refresh {
 				if lost := e.lostContact.Load(); lost != 0 {
@@ -278,6 +342,9 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info Requ
 				meta.Age = time.Duration(now - res.fetchedAt)
 			}
 			e.lastAccess.Store(now)
+			if e.refreshPending.Load() {
+				c.startRefresh(e, te, r)
+			}
 			return res.value, meta, nil
 		}
 
@@ -291,9 +358,9 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info Requ
 
 		if first {
 			if minIndex == 0 {
-				metrics.IncrCounter(te.keys.missNew, 1)
+				c.metrics.incr(te.keys.missNew)
 			} else {
-				metrics.IncrCounter(te.keys.missBlock, 1)
+				c.metrics.incr(te.keys.missBlock)
 			}
 			first = false
 			if info.Timeout > 0 {
@@ -356,10 +423,27 @@ func (c *Cache) fetch(te *typeEntry, key entryKey, r Request, seen *result) (*en
 		return e, closedCh
 	}
 	if !e.fetching {
-		e.fetching = true
-		go c.runFetchLoop(e, te, r)
+		c.startLoop(e, te, r)
 	}
 	return e, e.waitCh()
+}
+
+// startLoop starts the entry's fetch loop. e.mu must be held and the loop
+// not running.
+func (c *Cache) startLoop(e *entry, te *typeEntry, r Request) {
+	e.fetching = true
+	e.refreshPending.Store(false)
+	go c.runFetchLoop(e, te, r)
+}
+
+// startRefresh starts the background refresh of a prepopulated entry, with
+// the request of its first hit.
+func (c *Cache) startRefresh(e *entry, te *typeEntry, r Request) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.refreshPending.Load() && !e.fetching && !e.evicted && !c.closed.Load() {
+		c.startLoop(e, te, r)
+	}
 }
 
 // fetchDirect calls the type's Fetch for a request that bypasses the cache.
@@ -408,14 +492,63 @@ func (c *Cache) lookupOrCreate(key entryKey, te *typeEntry) *entry {
 	}
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if e := s.m[key]; e != nil {
+		s.mu.Unlock()
 		return e
 	}
 	e = &entry{key: key, ttl: te.opts.LastGetTTL, heapIndex: -1}
+	if c.fetchRate != rate.Inf {
+		e.limiter = rate.NewLimiter(c.fetchRate, c.fetchBurst)
+	}
 	s.m[key] = e
-	metrics.SetGauge(keyEntriesCount, float32(c.count.Add(1)))
+	n := c.count.Add(1)
+	s.mu.Unlock()
+
+	c.metrics.gauge(c.metrics.entriesCount, float32(n))
+	if c.maxEntries > 0 && n > int64(c.maxEntries) {
+		c.evictOverflow()
+	}
 	return e
+}
+
+// Prepopulate stores res, fetched elsewhere, as the value of type t for the
+// given datacenter, token and key, as if the cache had fetched it: it
+// replaces any cached value and wakes Gets waiting for one. The entry then
+// expires like any other, and for a type with Refresh, its background
+// refresh starts with the first Get that hits it (Prepopulate has no
+// Request to fetch with). It returns an error for an unknown type, an empty
+// key, a nil Value or a zero Index.
+func (c *Cache) Prepopulate(t string, res FetchResult, dc, token, key string) error {
+	te := c.typeEntry(t)
+	switch {
+	case te == nil:
+		return unknownType(t)
+	case key == "":
+		return fmt.Errorf("cache: prepopulate type %q: empty key", t)
+	case res.Value == nil:
+		return fmt.Errorf("cache: prepopulate type %q, key %q: nil value", t, key)
+	case res.Index == 0:
+		return fmt.Errorf("cache: prepopulate type %q, key %q: zero index", t, key)
+	}
+	for {
+		e := c.lookupOrCreate(entryKey{typ: t, dc: dc, token: token, key: key}, te)
+		e.mu.Lock()
+		if e.evicted {
+			e.mu.Unlock()
+			continue // evicted just now: store in a new entry
+		}
+		e.res.Store(&result{
+			value: res.Value, state: res.State, index: res.Index,
+			valid: true, fetchedAt: c.now(),
+		})
+		e.wake()
+		if te.opts.Refresh && !e.fetching {
+			e.refreshPending.Store(true)
+		}
+		e.mu.Unlock()
+		c.addExpiry(e)
+		return nil
+	}
 }
 
 // now returns the time since c.epoch: a monotonic clock that is never 0.

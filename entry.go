@@ -1,12 +1,15 @@
 package cache
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	metrics "github.com/armon/go-metrics"
+	"golang.org/x/time/rate"
 )
 
 // entryKey identifies an entry. Comparing the four fields, rather than a
@@ -57,6 +60,14 @@ type entry struct {
 
 	// ttl is the type's LastGetTTL when the entry was first stored.
 	ttl time.Duration
+
+	// limiter bounds the entry's fetch rate; nil when Options set no limit.
+	// Only the entry's fetch loop uses it.
+	limiter *rate.Limiter
+
+	// refreshPending is set for a prepopulated entry of a refreshing type:
+	// its first hit starts the background refresh.
+	refreshPending atomic.Bool
 
 	// mu guards the fields below.
 	mu sync.Mutex
@@ -125,25 +136,52 @@ func (e *entry) stopCh() chan struct{} {
 // cache is closed. Callers that need data meanwhile wait for its next
 // result, so an entry never has two fetches in flight.
 func (c *Cache) runFetchLoop(e *entry, te *typeEntry, r Request) {
+	// A Fetch that calls runtime.Goexit (t.FailNow in a mock, say) ends
+	// this goroutine without a result: still release the waiters.
+	done := false
+	defer func() {
+		if !done {
+			c.publish(e, c.failed(e, fmt.Errorf("cache: fetch of type %q, key %q exited without a result",
+				te.name, e.key.key)), false)
+		}
+	}()
+
 	var attempt uint
 	for {
 		// Pick up a re-registered type.
 		if cur := c.typeEntry(e.key.typ); cur != nil {
 			te = cur
 		}
+		if !c.limitWait(e) {
+			done = true
+			c.stopLoop(e)
+			return
+		}
 		var more bool
 		attempt, more = c.fetchOnce(e, te, r, attempt)
 		if !more {
+			done = true
 			return
 		}
-		if !c.refreshWait(e, backOffWait(attempt)+te.opts.RefreshTimer) {
-			e.mu.Lock()
-			e.fetching = false
-			e.wake() // waiters look again and start a fetch of their own
-			e.mu.Unlock()
+		wait := backOffWait(attempt)
+		if wait > 0 {
+			c.log.Debug("cache: backing off", c.logAttrs(e, "wait", wait, "failures", attempt)...)
+		}
+		if !c.refreshWait(e, wait+te.opts.RefreshTimer) {
+			done = true
+			c.stopLoop(e)
 			return
 		}
 	}
+}
+
+// stopLoop marks the loop ended without a result and wakes the waiters, who
+// look again and start a fetch of their own if they still need one.
+func (c *Cache) stopLoop(e *entry) {
+	e.mu.Lock()
+	e.fetching = false
+	e.wake()
+	e.mu.Unlock()
 }
 
 // fetchOnce runs one Fetch for the entry and publishes its outcome. It
@@ -172,7 +210,7 @@ func (c *Cache) fetchOnce(e *entry, te *typeEntry, r Request, attempt uint) (uin
 		connected = time.AfterFunc(31*time.Second, func() { e.lostContact.Store(0) })
 	}
 
-	fr, err := te.typ.Fetch(opts, r)
+	fr, err := c.callFetch(e, te, opts, r)
 	if connected != nil {
 		connected.Stop()
 	}
@@ -196,8 +234,8 @@ func (c *Cache) fetchOnce(e *entry, te *typeEntry, r Request, attempt uint) (uin
 	}
 
 	if err == nil {
-		metrics.IncrCounter(keyFetchSuccess, 1)
-		metrics.IncrCounter(te.keys.fetchSuccess, 1)
+		c.metrics.incr(c.metrics.fetchSuccess)
+		c.metrics.incr(te.keys.fetchSuccess)
 		if fr.Index > 0 {
 			attempt = 0
 		} else {
@@ -209,17 +247,44 @@ func (c *Cache) fetchOnce(e *entry, te *typeEntry, r Request, attempt uint) (uin
 			e.lostContact.Store(0)
 		}
 	} else {
-		metrics.IncrCounter(keyFetchError, 1)
-		metrics.IncrCounter(te.keys.fetchError, 1)
+		c.metrics.incr(c.metrics.fetchError)
+		c.metrics.incr(te.keys.fetchError)
 		attempt++
 		if te.opts.Refresh {
 			e.lostContact.CompareAndSwap(0, c.now())
 		}
+		c.log.Warn("cache: fetch failed", c.logAttrs(e, "error", c.redact(e, err.Error()), "failures", attempt)...)
 	}
 
 	more := c.publish(e, &next, te.opts.Refresh)
 	c.addExpiry(e)
 	return attempt, more
+}
+
+// callFetch calls the type's Fetch, turning a panic into an error so that
+// one bad type cannot take the process down or strand the waiters.
+func (c *Cache) callFetch(e *entry, te *typeEntry, opts FetchOptions, r Request) (fr FetchResult, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			msg := c.redact(e, fmt.Sprint(v))
+			fr, err = FetchResult{}, fmt.Errorf("cache: fetch of type %q, key %q panicked: %s", te.name, e.key.key, msg)
+			c.metrics.incr(c.metrics.fetchPanic)
+			c.metrics.incr(te.keys.fetchPanic)
+			c.log.Error("cache: fetch panicked", c.logAttrs(e, "panic", msg, "stack", string(debug.Stack()))...)
+		}
+	}()
+	return te.typ.Fetch(opts, r)
+}
+
+// failed returns the entry's current result with err as the latest error.
+func (c *Cache) failed(e *entry, err error) *result {
+	next := noResult
+	if prev := e.res.Load(); prev != nil {
+		next = prev
+	}
+	res := *next
+	res.err = err
+	return &res
 }
 
 // publish makes res the entry's result and wakes its waiters. It reports
@@ -237,6 +302,35 @@ func (c *Cache) publish(e *entry, res *result, refresh bool) bool {
 		e.fetching = false
 	}
 	return more
+}
+
+// limitWait waits for the entry's fetch rate limiter, if it has one. It
+// returns false if the entry was evicted meanwhile. After Close it does not
+// wait: the fetch that follows is the loop's last.
+func (c *Cache) limitWait(e *entry) bool {
+	if e.limiter == nil {
+		return true
+	}
+	rv := e.limiter.Reserve()
+	d := rv.Delay()
+	if d == 0 {
+		return true
+	}
+	e.mu.Lock()
+	stop := e.stopCh()
+	e.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.stopCh:
+		rv.Cancel()
+		return true
+	case <-stop:
+		rv.Cancel()
+		return false
+	}
 }
 
 // refreshWait pauses the fetch loop for d. It returns false if the entry was
@@ -264,10 +358,27 @@ func (c *Cache) refreshWait(e *entry, d time.Duration) bool {
 	}
 }
 
+// logAttrs returns the attributes that identify e in log lines, followed by
+// more. The ACL token is left out: it is a secret.
+func (c *Cache) logAttrs(e *entry, more ...any) []any {
+	return append([]any{"type", e.key.typ, "datacenter", e.key.dc, "key", e.key.key}, more...)
+}
+
+// redact removes the entry's ACL token from a message that came from a
+// Type (an error or a panic value), before it is logged or returned.
+func (c *Cache) redact(e *entry, msg string) string {
+	if e.key.token == "" {
+		return msg
+	}
+	return strings.ReplaceAll(msg, e.key.token, "<redacted>")
+}
+
 // backOffWait returns how long to wait after the given number of
 // consecutive failures: nothing for the first CacheRefreshBackoffMin, then
 // doubling from 2 s up to CacheRefreshMaxWait, plus a random stagger of up
-// to as much again so that entries failing together spread out.
+// to as much again so that entries failing together spread out. A refresh
+// that keeps failing thus retries about every one to two minutes, until
+// its entry expires.
 func backOffWait(failures uint) time.Duration {
 	if failures <= CacheRefreshBackoffMin {
 		return 0

@@ -3,8 +3,6 @@ package cache
 import (
 	"container/heap"
 	"time"
-
-	metrics "github.com/armon/go-metrics"
 )
 
 // expiryHeap is a container/heap of entries ordered by expiry time, soonest
@@ -109,15 +107,35 @@ func (c *Cache) expireDue() (wait time.Duration, ok bool) {
 			continue
 		}
 		heap.Pop(&c.expiry)
-		c.evict(e)
+		c.evict(e, c.metrics.evictExpired)
 		n++
 	}
 	return 0, false
 }
 
-// evict removes e from the cache and stops its fetch loop. c.expiryMu must be
-// held.
-func (c *Cache) evict(e *entry) {
+// evictOverflow evicts the entries closest to expiry until the cache holds
+// at most MaxEntries, or nothing evictable is left (entries whose first
+// fetch is still running are not in the heap yet).
+func (c *Cache) evictOverflow() {
+	c.expiryMu.Lock()
+	defer c.expiryMu.Unlock()
+	for c.count.Load() > int64(c.maxEntries) && len(c.expiry) > 0 {
+		// The head's expiry may be stale (hits do not touch the heap):
+		// bring it up to date until the true soonest is on top.
+		e := c.expiry[0]
+		if real := e.lastAccess.Load() + int64(e.ttl); real > e.expires {
+			e.expires = real
+			heap.Fix(&c.expiry, 0)
+			continue
+		}
+		heap.Pop(&c.expiry)
+		c.evict(e, c.metrics.evictSize)
+	}
+}
+
+// evict removes e from the cache and stops its fetch loop, counting it
+// under the metric name reason. c.expiryMu must be held.
+func (c *Cache) evict(e *entry, reason []string) {
 	s := c.shard(e.key)
 	s.mu.Lock()
 	if s.m[e.key] == e {
@@ -132,6 +150,6 @@ func (c *Cache) evict(e *entry) {
 	}
 	e.mu.Unlock()
 
-	metrics.IncrCounter(keyEvictExpired, 1)
-	metrics.SetGauge(keyEntriesCount, float32(c.count.Add(-1)))
+	c.metrics.incr(reason)
+	c.metrics.gauge(c.metrics.entriesCount, float32(c.count.Add(-1)))
 }

@@ -53,3 +53,6 @@ type RequestInfo struct {
 	// returned. Types with background refresh ignore it.
 	MustRevalidate bool
 }
+
+// CacheInfo returns info itself, so that a bare RequestInfo is a Request.
+func (info RequestInfo) CacheInfo() RequestInfo { return info }

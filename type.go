@@ -60,3 +60,25 @@ type FetchResult struct {
 	// a fetch that returns index 0 counts as a failed attempt for back-off.
 	Index uint64
 }
+
+// FetchFunc adapts an ordinary function to a Type that does not support
+// blocking, as http.HandlerFunc does for handlers.
+type FetchFunc func(FetchOptions, Request) (FetchResult, error)
+
+// Fetch calls f(opts, r).
+func (f FetchFunc) Fetch(opts FetchOptions, r Request) (FetchResult, error) { return f(opts, r) }
+
+// SupportsBlocking returns false.
+func (FetchFunc) SupportsBlocking() bool { return false }
+
+// BlockingFetchFunc adapts an ordinary function to a Type that supports
+// blocking: the function gets MinIndex and Timeout in its FetchOptions.
+type BlockingFetchFunc func(FetchOptions, Request) (FetchResult, error)
+
+// Fetch calls f(opts, r).
+func (f BlockingFetchFunc) Fetch(opts FetchOptions, r Request) (FetchResult, error) {
+	return f(opts, r)
+}
+
+// SupportsBlocking returns true.
+func (BlockingFetchFunc) SupportsBlocking() bool { return true }

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"time"
 )
@@ -36,26 +37,46 @@ type UpdateEvent struct {
 // next poll comes when the value would be older than MaxAge, plus a small
 // jitter so that it is stale by then and fetched anew.
 //
-// Notify returns an error if t is not registered.
+// Notify returns an error if t is not registered or ch is nil.
 func (c *Cache) Notify(ctx context.Context, t string, r Request, correlationID string, ch chan<- UpdateEvent) error {
+	if ch == nil {
+		return fmt.Errorf("cache: Notify of type %q: nil channel", t)
+	}
+	return c.NotifyCallback(ctx, t, r, correlationID, func(ctx context.Context, ev UpdateEvent) {
+		select {
+		case ch <- ev:
+		case <-ctx.Done():
+		}
+	})
+}
+
+// NotifyCallback is Notify for callers that want a function called rather
+// than a channel: cb receives each event, in order, from the watch's
+// goroutine, together with ctx. The watch waits for cb to return before it
+// looks for the next change, so cb should be quick. It returns an error if
+// t is not registered or cb is nil.
+func (c *Cache) NotifyCallback(ctx context.Context, t string, r Request, correlationID string, cb func(ctx context.Context, e UpdateEvent)) error {
 	te := c.typeEntry(t)
 	if te == nil {
 		return unknownType(t)
 	}
+	if cb == nil {
+		return fmt.Errorf("cache: NotifyCallback of type %q: nil callback", t)
+	}
 	info := r.CacheInfo()
 	if te.typ.SupportsBlocking() {
-		go c.notifyBlockingQuery(ctx, t, r, info, correlationID, ch)
+		go c.notifyBlockingQuery(ctx, t, r, info, correlationID, cb)
 		return nil
 	}
 	if info.MaxAge == 0 {
 		return errors.New("cannot use Notify for polling cache types without specifying the MaxAge")
 	}
-	go c.notifyPollingQuery(ctx, t, r, info, correlationID, ch)
+	go c.notifyPollingQuery(ctx, t, r, info, correlationID, cb)
 	return nil
 }
 
 // notifyBlockingQuery is Notify's loop for blocking types.
-func (c *Cache) notifyBlockingQuery(ctx context.Context, t string, r Request, info RequestInfo, correlationID string, ch chan<- UpdateEvent) {
+func (c *Cache) notifyBlockingQuery(ctx context.Context, t string, r Request, info RequestInfo, correlationID string, cb func(context.Context, UpdateEvent)) {
 	var index uint64
 	var failures uint
 	for ctx.Err() == nil {
@@ -65,7 +86,7 @@ func (c *Cache) notifyBlockingQuery(ctx context.Context, t string, r Request, in
 		}
 		// The first result is always sent (index is 0 only then).
 		if index == 0 || index < meta.Index {
-			if !send(ctx, ch, UpdateEvent{correlationID, res, meta, err}) {
+			if !deliver(ctx, cb, UpdateEvent{correlationID, res, meta, err}) {
 				return
 			}
 			index = meta.Index
@@ -89,7 +110,7 @@ func (c *Cache) notifyBlockingQuery(ctx context.Context, t string, r Request, in
 }
 
 // notifyPollingQuery is Notify's loop for non-blocking types.
-func (c *Cache) notifyPollingQuery(ctx context.Context, t string, r Request, info RequestInfo, correlationID string, ch chan<- UpdateEvent) {
+func (c *Cache) notifyPollingQuery(ctx context.Context, t string, r Request, info RequestInfo, correlationID string, cb func(context.Context, UpdateEvent)) {
 	maxAge := info.MaxAge
 	var index uint64
 	var failures uint
@@ -100,7 +121,7 @@ func (c *Cache) notifyPollingQuery(ctx context.Context, t string, r Request, inf
 			return
 		}
 		if index < meta.Index || !reflect.DeepEqual(last, res) {
-			if !send(ctx, ch, UpdateEvent{correlationID, res, meta, err}) {
+			if !deliver(ctx, cb, UpdateEvent{correlationID, res, meta, err}) {
 				return
 			}
 			last, index = res, meta.Index
@@ -126,14 +147,10 @@ func (c *Cache) notifyPollingQuery(ctx context.Context, t string, r Request, inf
 	}
 }
 
-// send delivers ev on ch unless ctx ends first.
-func send(ctx context.Context, ch chan<- UpdateEvent, ev UpdateEvent) bool {
-	select {
-	case ch <- ev:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+// deliver hands ev to cb and reports whether the watch goes on.
+func deliver(ctx context.Context, cb func(context.Context, UpdateEvent), ev UpdateEvent) bool {
+	cb(ctx, ev)
+	return ctx.Err() == nil
 }
 
 // sleep waits for d unless ctx ends first.

@@ -1,0 +1,75 @@
+package cache
+
+import (
+	metrics "github.com/armon/go-metrics"
+)
+
+// cacheMetrics sends a cache's metrics to its go-metrics instance. Every
+// name is built once, with the cache's prefix, so that emitting allocates
+// nothing.
+type cacheMetrics struct {
+	m      *metrics.Metrics // nil: the global instance
+	prefix []string
+
+	bypass, fetchSuccess, fetchError, fetchPanic []string
+	evictExpired, evictSize, entriesCount        []string
+}
+
+// typeKeys are a type's metric names.
+type typeKeys struct {
+	hit, missNew, missBlock              []string
+	fetchSuccess, fetchError, fetchPanic []string
+}
+
+// defaultMetricsPrefix keeps the seed's metric names.
+var defaultMetricsPrefix = []string{"consul", "cache"}
+
+func newCacheMetrics(o *Options) cacheMetrics {
+	cm := cacheMetrics{m: o.Metrics, prefix: o.MetricsPrefix}
+	if cm.prefix == nil {
+		cm.prefix = defaultMetricsPrefix
+	}
+	cm.bypass = cm.key("bypass")
+	cm.fetchSuccess = cm.key("fetch_success")
+	cm.fetchError = cm.key("fetch_error")
+	cm.fetchPanic = cm.key("fetch_panic")
+	cm.evictExpired = cm.key("evict_expired")
+	cm.evictSize = cm.key("evict_size")
+	cm.entriesCount = cm.key("entries_count")
+	return cm
+}
+
+// typeKeys returns the metric names of the type registered as name.
+func (cm *cacheMetrics) typeKeys(name string) typeKeys {
+	return typeKeys{
+		hit:          cm.key(name, "hit"),
+		missNew:      cm.key(name, "miss_new"),
+		missBlock:    cm.key(name, "miss_block"),
+		fetchSuccess: cm.key(name, "fetch_success"),
+		fetchError:   cm.key(name, "fetch_error"),
+		fetchPanic:   cm.key(name, "fetch_panic"),
+	}
+}
+
+// key returns the prefix followed by parts, in a slice of its own.
+func (cm *cacheMetrics) key(parts ...string) []string {
+	k := make([]string, 0, len(cm.prefix)+len(parts))
+	k = append(k, cm.prefix...)
+	return append(k, parts...)
+}
+
+func (cm *cacheMetrics) incr(key []string) {
+	if cm.m != nil {
+		cm.m.IncrCounter(key, 1)
+		return
+	}
+	metrics.IncrCounter(key, 1)
+}
+
+func (cm *cacheMetrics) gauge(key []string, v float32) {
+	if cm.m != nil {
+		cm.m.SetGauge(key, v)
+		return
+	}
+	metrics.SetGauge(key, v)
+}
