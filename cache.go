@@ -303,7 +303,7 @@ func GetAs[V any](ctx context.Context, c *Cache, t string, r Request) (V, Result
 func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info RequestInfo, minIndex uint64) (interface{}, ResultMeta, error) {
 	if info.Key == "" {
 		c.metrics.incr(c.metrics.bypass)
-		return c.fetchDirect(t, r, minIndex)
+		return c.fetchDirect(t, r, &info, minIndex)
 	}
 	key := entryKey{typ: t, dc: info.Datacenter, token: info.Token, key: info.Key}
 
@@ -448,12 +448,13 @@ func (c *Cache) startRefresh(e *entry, te *typeEntry, r Request) {
 
 // fetchDirect calls the type's Fetch for a request that bypasses the cache.
 // Nothing is shared or stored: every such Get is its own RPC.
-func (c *Cache) fetchDirect(t string, r Request, minIndex uint64) (interface{}, ResultMeta, error) {
+func (c *Cache) fetchDirect(t string, r Request, info *RequestInfo, minIndex uint64) (interface{}, ResultMeta, error) {
 	te := c.typeEntry(t)
 	if te == nil {
 		return nil, ResultMeta{}, unknownType(t)
 	}
-	res, err := te.typ.Fetch(FetchOptions{MinIndex: minIndex}, r)
+	key := entryKey{typ: t, dc: info.Datacenter, token: info.Token}
+	res, err := c.callFetch(te, &key, FetchOptions{MinIndex: minIndex}, r)
 	if err != nil {
 		return nil, ResultMeta{}, err
 	}

@@ -3,8 +3,6 @@ package cache
 import (
 	"fmt"
 	"math/rand/v2"
-	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,6 +141,7 @@ func (c *Cache) runFetchLoop(e *entry, te *typeEntry, r Request) {
 		if !done {
 			c.publish(e, c.failed(e, fmt.Errorf("cache: fetch of type %q, key %q exited without a result",
 				te.name, e.key.key)), false)
+			c.addExpiry(e)
 		}
 	}()
 
@@ -165,7 +164,7 @@ func (c *Cache) runFetchLoop(e *entry, te *typeEntry, r Request) {
 		}
 		wait := backOffWait(attempt)
 		if wait > 0 {
-			c.log.Debug("cache: backing off", c.logAttrs(e, "wait", wait, "failures", attempt)...)
+			c.log.Debug("cache: backing off", logAttrs(&e.key, "wait", wait, "failures", attempt)...)
 		}
 		if !c.refreshWait(e, wait+te.opts.RefreshTimer) {
 			done = true
@@ -210,7 +209,7 @@ func (c *Cache) fetchOnce(e *entry, te *typeEntry, r Request, attempt uint) (uin
 		connected = time.AfterFunc(31*time.Second, func() { e.lostContact.Store(0) })
 	}
 
-	fr, err := c.callFetch(e, te, opts, r)
+	fr, err := c.callFetch(te, &e.key, opts, r)
 	if connected != nil {
 		connected.Stop()
 	}
@@ -253,27 +252,12 @@ func (c *Cache) fetchOnce(e *entry, te *typeEntry, r Request, attempt uint) (uin
 		if te.opts.Refresh {
 			e.lostContact.CompareAndSwap(0, c.now())
 		}
-		c.log.Warn("cache: fetch failed", c.logAttrs(e, "error", c.redact(e, err.Error()), "failures", attempt)...)
+		c.log.Warn("cache: fetch failed", logAttrs(&e.key, "error", err.Error(), "failures", attempt)...)
 	}
 
 	more := c.publish(e, &next, te.opts.Refresh)
 	c.addExpiry(e)
 	return attempt, more
-}
-
-// callFetch calls the type's Fetch, turning a panic into an error so that
-// one bad type cannot take the process down or strand the waiters.
-func (c *Cache) callFetch(e *entry, te *typeEntry, opts FetchOptions, r Request) (fr FetchResult, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			msg := c.redact(e, fmt.Sprint(v))
-			fr, err = FetchResult{}, fmt.Errorf("cache: fetch of type %q, key %q panicked: %s", te.name, e.key.key, msg)
-			c.metrics.incr(c.metrics.fetchPanic)
-			c.metrics.incr(te.keys.fetchPanic)
-			c.log.Error("cache: fetch panicked", c.logAttrs(e, "panic", msg, "stack", string(debug.Stack()))...)
-		}
-	}()
-	return te.typ.Fetch(opts, r)
 }
 
 // failed returns the entry's current result with err as the latest error.
@@ -356,21 +340,6 @@ func (c *Cache) refreshWait(e *entry, d time.Duration) bool {
 	default:
 		return true
 	}
-}
-
-// logAttrs returns the attributes that identify e in log lines, followed by
-// more. The ACL token is left out: it is a secret.
-func (c *Cache) logAttrs(e *entry, more ...any) []any {
-	return append([]any{"type", e.key.typ, "datacenter", e.key.dc, "key", e.key.key}, more...)
-}
-
-// redact removes the entry's ACL token from a message that came from a
-// Type (an error or a panic value), before it is logged or returned.
-func (c *Cache) redact(e *entry, msg string) string {
-	if e.key.token == "" {
-		return msg
-	}
-	return strings.ReplaceAll(msg, e.key.token, "<redacted>")
 }
 
 // backOffWait returns how long to wait after the given number of

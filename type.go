@@ -1,6 +1,11 @@
 package cache
 
-import "time"
+import (
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"time"
+)
 
 // Type implements the logic to fetch one kind of data, usually by wrapping
 // an RPC. A Type is registered with RegisterType under a name that Get and
@@ -82,3 +87,55 @@ func (f BlockingFetchFunc) Fetch(opts FetchOptions, r Request) (FetchResult, err
 
 // SupportsBlocking returns true.
 func (BlockingFetchFunc) SupportsBlocking() bool { return true }
+
+// callFetch calls the type's Fetch for the entry k. A panic becomes an
+// error, so that one bad type can neither take the process down nor strand
+// the callers waiting for it; it is counted and logged. The ACL token is
+// redacted from the error, which callers, logs and Notify events all see.
+func (c *Cache) callFetch(te *typeEntry, k *entryKey, opts FetchOptions, r Request) (fr FetchResult, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			msg := redact(k.token, fmt.Sprint(v))
+			fr, err = FetchResult{}, fmt.Errorf("cache: fetch of type %q, key %q panicked: %s", te.name, k.key, msg)
+			c.metrics.incr(c.metrics.fetchPanic)
+			c.metrics.incr(te.keys.fetchPanic)
+			c.log.Error("cache: fetch panicked", logAttrs(k, "panic", msg, "stack", string(debug.Stack()))...)
+		}
+		if err != nil {
+			err = redactError(k.token, err)
+		}
+	}()
+	return te.typ.Fetch(opts, r)
+}
+
+// logAttrs returns the attributes that identify the entry k in log lines,
+// followed by more. The ACL token is left out: it is a secret.
+func logAttrs(k *entryKey, more ...any) []any {
+	return append([]any{"type", k.typ, "datacenter", k.dc, "key", k.key}, more...)
+}
+
+// redact removes an ACL token from a message.
+func redact(token, msg string) string {
+	if token == "" {
+		return msg
+	}
+	return strings.ReplaceAll(msg, token, "<redacted>")
+}
+
+// redactError returns err, or, if its message contains the token, an error
+// with the token redacted from the message that still unwraps to err, so
+// errors.Is and errors.As see the original.
+func redactError(token string, err error) error {
+	if token == "" || !strings.Contains(err.Error(), token) {
+		return err
+	}
+	return &redactedError{err: err, msg: redact(token, err.Error())}
+}
+
+type redactedError struct {
+	err error
+	msg string
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
