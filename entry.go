@@ -90,6 +90,29 @@ type entry struct {
 	expires   int64
 }
 
+// apply returns the result that follows r after a fetch that returned fr
+// and err at time now (an offset from Cache.epoch).
+func (r *result) apply(fr FetchResult, err error, now int64) *result {
+	next := *r
+	next.err = err // a success clears an older error
+	if fr.Value != nil {
+		next.value, next.state, next.index = fr.Value, fr.State, fr.Index
+		next.fetchedAt = now
+		next.valid = true
+		// Index 0 would make the next blocking fetch return at once, and so
+		// a hot loop. No real data has index 1 (Raft bootstraps there), so 1
+		// is a safe floor.
+		if next.index < 1 {
+			next.index = 1
+		}
+	} else if fr.State != nil && err == nil {
+		// No value yet (a masked timeout or rate limit, say), but the type's
+		// retry state must be kept for the next attempt.
+		next.state = fr.State
+	}
+	return &next
+}
+
 // closedCh is a closed channel, returned to callers that should look again
 // at once instead of waiting.
 var closedCh = func() chan struct{} {
@@ -139,8 +162,8 @@ func (c *Cache) runFetchLoop(e *entry, te *typeEntry, r Request) {
 	done := false
 	defer func() {
 		if !done {
-			c.publish(e, c.failed(e, fmt.Errorf("cache: fetch of type %q, key %q exited without a result",
-				te.name, e.key.key)), false)
+			c.publish(e, FetchResult{}, fmt.Errorf("cache: fetch of type %q, key %q exited without a result",
+				te.name, e.key.key), false)
 			c.addExpiry(e)
 		}
 	}()
@@ -214,24 +237,6 @@ func (c *Cache) fetchOnce(e *entry, te *typeEntry, r Request, attempt uint) (uin
 		connected.Stop()
 	}
 
-	next := *prev
-	next.err = err // a success clears an older error
-	if fr.Value != nil {
-		next.value, next.state, next.index = fr.Value, fr.State, fr.Index
-		next.fetchedAt = c.now()
-		next.valid = true
-		// Index 0 would make the next blocking fetch return at once, and so
-		// a hot loop. No real data has index 1 (Raft bootstraps there), so 1
-		// is a safe floor.
-		if next.index < 1 {
-			next.index = 1
-		}
-	} else if fr.State != nil && err == nil {
-		// No value yet (a masked timeout or rate limit, say), but the type's
-		// retry state must be kept for the next attempt.
-		next.state = fr.State
-	}
-
 	if err == nil {
 		c.metrics.incr(c.metrics.fetchSuccess)
 		c.metrics.incr(te.keys.fetchSuccess)
@@ -255,31 +260,28 @@ func (c *Cache) fetchOnce(e *entry, te *typeEntry, r Request, attempt uint) (uin
 		c.log.Warn("cache: fetch failed", logAttrs(&e.key, "error", err.Error(), "failures", attempt)...)
 	}
 
-	more := c.publish(e, &next, te.opts.Refresh)
+	more := c.publish(e, fr, err, te.opts.Refresh)
 	c.addExpiry(e)
 	return attempt, more
 }
 
-// failed returns the entry's current result with err as the latest error.
-func (c *Cache) failed(e *entry, err error) *result {
-	next := noResult
-	if prev := e.res.Load(); prev != nil {
-		next = prev
-	}
-	res := *next
-	res.err = err
-	return &res
-}
-
-// publish makes res the entry's result and wakes its waiters. It reports
-// whether the loop should go on refreshing; if not, the loop is over as of
-// this call, so the next Get that needs data starts a new one.
-func (c *Cache) publish(e *entry, res *result, refresh bool) bool {
+// publish applies a fetch's outcome to the entry's result and wakes its
+// waiters. It reports whether the loop should go on refreshing; if not, the
+// loop is over as of this call, so the next Get that needs data starts a
+// new one.
+func (c *Cache) publish(e *entry, fr FetchResult, err error, refresh bool) bool {
+	now := c.now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// Apply to the current result, not the one the fetch started from: a
+	// Prepopulate may have stored a newer value meanwhile.
+	cur := e.res.Load()
+	if cur == nil {
+		cur = noResult
+	}
 	// An evicted entry still takes the result, for the callers that waited
 	// on it, but it is no longer in the cache: nothing brings it back.
-	e.res.Store(res)
+	e.res.Store(cur.apply(fr, err, now))
 	e.wake()
 	more := refresh && !e.evicted && !c.closed.Load()
 	if !more {

@@ -43,10 +43,19 @@ const evictBatch = 256
 // LastGetTTL from now, and wakes the expiry loop if it now expires first.
 // Entries already in the heap, or evicted, are left alone.
 func (c *Cache) addExpiry(e *entry) {
+	if c.pushExpiry(e) && c.maxEntries > 0 && c.count.Load() > int64(c.maxEntries) {
+		// Entries are evictable only from here on, so the bound may have
+		// been left exceeded when they were created.
+		c.evictOverflow()
+	}
+}
+
+// pushExpiry does addExpiry's heap work and reports whether e was added.
+func (c *Cache) pushExpiry(e *entry) bool {
 	c.expiryMu.Lock()
 	defer c.expiryMu.Unlock()
 	if e.heapIndex >= 0 || e.evicted {
-		return
+		return false
 	}
 	now := c.now()
 	e.lastAccess.Store(now)
@@ -58,6 +67,7 @@ func (c *Cache) addExpiry(e *entry) {
 		default:
 		}
 	}
+	return true
 }
 
 // runExpiryLoop evicts entries that have not been hit for their TTL. It runs
