@@ -58,18 +58,31 @@ func (cm *cacheMetrics) key(parts ...string) []string {
 	return append(k, parts...)
 }
 
-func (cm *cacheMetrics) incr(key []string) {
+// blackhole is the global go-metrics instance that go-metrics starts with:
+// it discards everything. While it is still the global instance, emitting
+// to it is skipped, which keeps its filter lock, shared by every caller,
+// off the hit path.
+var blackhole = metrics.Default()
+
+// sink returns where metrics go, or nil if nowhere.
+func (cm *cacheMetrics) sink() *metrics.Metrics {
 	if cm.m != nil {
-		cm.m.IncrCounter(key, 1)
-		return
+		return cm.m
 	}
-	metrics.IncrCounter(key, 1)
+	if m := metrics.Default(); m != blackhole {
+		return m
+	}
+	return nil
+}
+
+func (cm *cacheMetrics) incr(key []string) {
+	if m := cm.sink(); m != nil {
+		m.IncrCounter(key, 1)
+	}
 }
 
 func (cm *cacheMetrics) gauge(key []string, v float32) {
-	if cm.m != nil {
-		cm.m.SetGauge(key, v)
-		return
+	if m := cm.sink(); m != nil {
+		m.SetGauge(key, v)
 	}
-	metrics.SetGauge(key, v)
 }
