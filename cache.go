@@ -352,8 +352,8 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info Requ
 		// spin on the same error until the timeout. The value beside it, if
 		// any, is older. An error we saw before waiting is not news: the
 		// loop woke us without fetching (Close, eviction), so fetch again.
-		if !first && res.err != nil && res != seen {
-			return res.value, ResultMeta{Index: res.index}, res.err
+		if err := res.err(); !first && err != nil && res != seen {
+			return res.value, ResultMeta{Index: res.index}, err
 		}
 
 		if first {
@@ -388,7 +388,7 @@ var noResult = &result{}
 
 // isHit reports whether res may answer the request without a fetch.
 func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *result, first bool, now int64) bool {
-	if !res.valid {
+	if !res.valid() {
 		return false
 	}
 	// A blocking caller wants something newer than it has seen.
@@ -538,10 +538,7 @@ func (c *Cache) Prepopulate(t string, res FetchResult, dc, token, key string) er
 			e.mu.Unlock()
 			continue // evicted just now: store in a new entry
 		}
-		e.res.Store(&result{
-			value: res.Value, state: res.State, index: res.Index,
-			valid: true, fetchedAt: c.now(),
-		})
+		e.res.Store(newResult(res.Value, res.Index, c.now(), res.State, nil))
 		e.wake()
 		if te.opts.Refresh && !e.fetching {
 			e.refreshPending.Store(true)

@@ -20,21 +20,58 @@ type entryKey struct {
 // result is one published outcome of a fetch: the value the entry serves and
 // the error of the latest attempt. A result is immutable once published, so
 // readers load it without a lock.
+//
+// It holds only what a hit reads; the type's state and the latest error,
+// which most results lack, sit in a separate resultExtra.
 type result struct {
+	// value is the latest value a fetch returned; nil until one did. Only
+	// non-nil values are stored, so a non-nil value is a valid result.
 	value interface{}
-	state interface{}
 	index uint64
+
+	// fetchedAt is when value was fetched, as an offset from Cache.epoch;
+	// 0 while value is nil.
+	fetchedAt int64
+
+	// extra is nil when both its fields are.
+	extra *resultExtra
+}
+
+// resultExtra is the part of a result that is usually absent.
+type resultExtra struct {
+	state interface{}
 
 	// err is the error of the latest fetch. When both value and err are
 	// set, err is newer than value: a successful fetch always clears it.
 	err error
+}
 
-	// valid reports whether a fetch has ever returned a value.
-	valid bool
+// valid reports whether a fetch has ever returned a value.
+func (r *result) valid() bool { return r.value != nil }
 
-	// fetchedAt is when value was fetched, as an offset from Cache.epoch;
-	// 0 while !valid.
-	fetchedAt int64
+// state returns the type's opaque per-entry state.
+func (r *result) state() interface{} {
+	if r.extra == nil {
+		return nil
+	}
+	return r.extra.state
+}
+
+// err returns the error of the latest fetch, nil if it succeeded.
+func (r *result) err() error {
+	if r.extra == nil {
+		return nil
+	}
+	return r.extra.err
+}
+
+// newResult returns a result, with an extra only if state or err is set.
+func newResult(value interface{}, index uint64, fetchedAt int64, state interface{}, err error) *result {
+	r := &result{value: value, index: index, fetchedAt: fetchedAt}
+	if state != nil || err != nil {
+		r.extra = &resultExtra{state: state, err: err}
+	}
+	return r
 }
 
 // entry is one cached item and the single goroutine that fetches it.
@@ -93,24 +130,23 @@ type entry struct {
 // apply returns the result that follows r after a fetch that returned fr
 // and err at time now (an offset from Cache.epoch).
 func (r *result) apply(fr FetchResult, err error, now int64) *result {
-	next := *r
-	next.err = err // a success clears an older error
+	value, index, fetchedAt, state := r.value, r.index, r.fetchedAt, r.state()
+	// err replaces the older error; a success clears it.
 	if fr.Value != nil {
-		next.value, next.state, next.index = fr.Value, fr.State, fr.Index
-		next.fetchedAt = now
-		next.valid = true
+		value, state, index = fr.Value, fr.State, fr.Index
+		fetchedAt = now
 		// Index 0 would make the next blocking fetch return at once, and so
 		// a hot loop. No real data has index 1 (Raft bootstraps there), so 1
 		// is a safe floor.
-		if next.index < 1 {
-			next.index = 1
+		if index < 1 {
+			index = 1
 		}
 	} else if fr.State != nil && err == nil {
 		// No value yet (a masked timeout or rate limit, say), but the type's
 		// retry state must be kept for the next attempt.
-		next.state = fr.State
+		state = fr.State
 	}
-	return &next
+	return newResult(value, index, fetchedAt, state, err)
 }
 
 // closedCh is a closed channel, returned to callers that should look again
@@ -219,8 +255,8 @@ func (c *Cache) fetchOnce(e *entry, te *typeEntry, r Request, attempt uint) (uin
 		opts.MinIndex = prev.index
 		opts.Timeout = te.opts.RefreshTimeout
 	}
-	if prev.valid {
-		opts.LastResult = &FetchResult{Value: prev.value, State: prev.state, Index: prev.index}
+	if prev.valid() {
+		opts.LastResult = &FetchResult{Value: prev.value, State: prev.state(), Index: prev.index}
 	}
 
 	// A refresh that is failing marks the value stale until it reconnects.
