@@ -96,7 +96,7 @@ const shardCount = 64
 // shard is one part of the entry map, padded to its own cache line.
 type shard struct {
 	mu sync.RWMutex
-	m  map[entryKey]*entry
+	m  map[string]*entry // by entry.key
 	_  [32]byte
 }
 
@@ -191,7 +191,7 @@ func New(opts *Options) *Cache {
 	}
 	c.types.Store(&map[string]*typeEntry{})
 	for i := range c.shards {
-		c.shards[i].m = make(map[entryKey]*entry)
+		c.shards[i].m = make(map[string]*entry)
 	}
 	go c.runExpiryLoop()
 	return c
@@ -305,7 +305,8 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info Requ
 		c.metrics.incr(c.metrics.bypass)
 		return c.fetchDirect(t, r, &info, minIndex)
 	}
-	key := entryKey{typ: t, dc: info.Datacenter, token: info.Token, key: info.Key}
+	var kbuf [128]byte
+	key := c.makeKey(kbuf[:], t, info.Datacenter, info.Token, info.Key)
 
 	first := true
 	var timeout <-chan time.Time
@@ -335,8 +336,10 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info Requ
 				c.metrics.incr(te.keys.hit)
 			}
 			if te.opts.Refresh {
-				if lost := e.lostContact.Load(); lost != 0 {
-					meta.Age = time.Duration(now - lost)
+				if lp := e.loop.Load(); lp != nil {
+					if lost := lp.lostContact.Load(); lost != 0 {
+						meta.Age = time.Duration(now - lost)
+					}
 				}
 			} else {
 				meta.Age = time.Duration(now - res.fetchedAt)
@@ -352,8 +355,8 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info Requ
 		// spin on the same error until the timeout. The value beside it, if
 		// any, is older. An error we saw before waiting is not news: the
 		// loop woke us without fetching (Close, eviction), so fetch again.
-		if !first && res.err != nil && res != seen {
-			return res.value, ResultMeta{Index: res.index}, res.err
+		if err := res.err(); !first && err != nil && res != seen {
+			return res.value, ResultMeta{Index: res.index}, err
 		}
 
 		if first {
@@ -388,7 +391,7 @@ var noResult = &result{}
 
 // isHit reports whether res may answer the request without a fetch.
 func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *result, first bool, now int64) bool {
-	if !res.valid {
+	if !res.valid() {
 		return false
 	}
 	// A blocking caller wants something newer than it has seen.
@@ -411,7 +414,7 @@ func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *re
 // the result the caller examined: if a newer one was published since, the
 // channel is already closed, so a Get racing with a finishing fetch never
 // waits for (or starts) another one.
-func (c *Cache) fetch(te *typeEntry, key entryKey, r Request, seen *result) (*entry, <-chan struct{}) {
+func (c *Cache) fetch(te *typeEntry, key keyRef, r Request, seen *result) (*entry, <-chan struct{}) {
 	e := c.lookupOrCreate(key, te)
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -425,7 +428,7 @@ func (c *Cache) fetch(te *typeEntry, key entryKey, r Request, seen *result) (*en
 	if !e.fetching {
 		c.startLoop(e, te, r)
 	}
-	return e, e.waitCh()
+	return e, c.waitCh(e)
 }
 
 // startLoop starts the entry's fetch loop. e.mu must be held and the loop
@@ -433,7 +436,7 @@ func (c *Cache) fetch(te *typeEntry, key entryKey, r Request, seen *result) (*en
 func (c *Cache) startLoop(e *entry, te *typeEntry, r Request) {
 	e.fetching = true
 	e.refreshPending.Store(false)
-	go c.runFetchLoop(e, te, r)
+	go c.runFetchLoop(e, c.loopState(e), te, r)
 }
 
 // startRefresh starts the background refresh of a prepopulated entry, with
@@ -461,47 +464,32 @@ func (c *Cache) fetchDirect(t string, r Request, info *RequestInfo, minIndex uin
 	return res.Value, ResultMeta{}, nil
 }
 
-// shard returns the shard that holds key.
-func (c *Cache) shard(key entryKey) *shard {
-	var h maphash.Hash
-	h.SetSeed(c.hashSeed)
-	h.WriteString(key.key)
-	h.WriteByte(0)
-	h.WriteString(key.token)
-	h.WriteByte(0)
-	h.WriteString(key.dc)
-	return &c.shards[h.Sum64()%shardCount]
-}
-
 // lookup returns the entry for key, or nil.
-func (c *Cache) lookup(key entryKey) *entry {
-	s := c.shard(key)
+func (c *Cache) lookup(key keyRef) *entry {
+	s := &c.shards[key.shard]
 	s.mu.RLock()
-	e := s.m[key]
+	e := s.m[string(key.b)]
 	s.mu.RUnlock()
 	return e
 }
 
 // lookupOrCreate returns the entry for key, creating an empty one if needed.
-func (c *Cache) lookupOrCreate(key entryKey, te *typeEntry) *entry {
-	s := c.shard(key)
+func (c *Cache) lookupOrCreate(key keyRef, te *typeEntry) *entry {
+	s := &c.shards[key.shard]
 	s.mu.RLock()
-	e := s.m[key]
+	e := s.m[string(key.b)]
 	s.mu.RUnlock()
 	if e != nil {
 		return e
 	}
 
 	s.mu.Lock()
-	if e := s.m[key]; e != nil {
+	if e := s.m[string(key.b)]; e != nil {
 		s.mu.Unlock()
 		return e
 	}
-	e = &entry{key: key, ttl: te.opts.LastGetTTL, heapIndex: -1}
-	if c.fetchRate != rate.Inf {
-		e.limiter = rate.NewLimiter(c.fetchRate, c.fetchBurst)
-	}
-	s.m[key] = e
+	e = &entry{key: string(key.b), ttl: te.opts.LastGetTTL, heapIndex: -1, shard: key.shard}
+	s.m[e.key] = e
 	n := c.count.Add(1)
 	s.mu.Unlock()
 
@@ -531,17 +519,16 @@ func (c *Cache) Prepopulate(t string, res FetchResult, dc, token, key string) er
 	case res.Index == 0:
 		return fmt.Errorf("cache: prepopulate type %q, key %q: zero index", t, key)
 	}
+	var kbuf [128]byte
+	k := c.makeKey(kbuf[:], t, dc, token, key)
 	for {
-		e := c.lookupOrCreate(entryKey{typ: t, dc: dc, token: token, key: key}, te)
+		e := c.lookupOrCreate(k, te)
 		e.mu.Lock()
 		if e.evicted {
 			e.mu.Unlock()
 			continue // evicted just now: store in a new entry
 		}
-		e.res.Store(&result{
-			value: res.Value, state: res.State, index: res.Index,
-			valid: true, fetchedAt: c.now(),
-		})
+		e.res.Store(newResult(res.Value, res.Index, c.now(), res.State, nil))
 		e.wake()
 		if te.opts.Refresh && !e.fetching {
 			e.refreshPending.Store(true)

@@ -1524,7 +1524,7 @@ func TestCacheFetch_racedResult(t *testing.T) {
 	cacheGet(t, c, "t", RequestInfo{Key: "k"})
 
 	te := c.typeEntry("t")
-	key := entryKey{typ: "t", key: "k"}
+	key := c.makeKey(nil, "t", "", "", "k")
 	e, ch := c.fetch(te, key, req, noResult)
 	require.Same(t, c.lookup(key), e)
 	select {

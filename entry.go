@@ -1,7 +1,9 @@
 package cache
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -10,39 +12,136 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// entryKey identifies an entry. Comparing the four fields, rather than a
-// string joined from them, keeps partitions exact: no datacenter, token or
-// key can contain a separator that makes two requests collide.
+// entryKey is an entry's partition: type, datacenter, ACL token and
+// request key. The shard maps hold it encoded (see appendKey); this decoded
+// form is for logs, which leave the token out, and for redacting errors.
 type entryKey struct {
 	typ, dc, token, key string
+}
+
+// appendKey appends the encoding of a partition to b: the type, datacenter
+// and token, each after its length as a uvarint, then the key. The encoding
+// is injective, so partitions stay exact: no datacenter, token or key can
+// contain something that makes two requests collide.
+func appendKey(b []byte, typ, dc, token, key string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(typ)))
+	b = append(b, typ...)
+	b = binary.AppendUvarint(b, uint64(len(dc)))
+	b = append(b, dc...)
+	b = binary.AppendUvarint(b, uint64(len(token)))
+	b = append(b, token...)
+	return append(b, key...)
+}
+
+// decodeKey returns the partition that appendKey encoded as s. The fields
+// share s's memory.
+func decodeKey(s string) entryKey {
+	var k entryKey
+	k.typ, s = cutKeyField(s)
+	k.dc, s = cutKeyField(s)
+	k.token, s = cutKeyField(s)
+	k.key = s
+	return k
+}
+
+// cutKeyField splits a length-prefixed field off the front of s.
+func cutKeyField(s string) (field, rest string) {
+	var n uint64
+	for i, shift := 0, uint(0); i < len(s); i, shift = i+1, shift+7 {
+		c := s[i]
+		n |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			s = s[i+1:]
+			return s[:n], s[n:]
+		}
+	}
+	panic("cache: corrupt entry key")
+}
+
+// keyRef is an encoded partition being looked up, with its shard. Its bytes
+// are usually on the caller's stack: the map is indexed with string(b),
+// which does not allocate, and only an insertion copies them.
+type keyRef struct {
+	b     []byte
+	shard uint8
+}
+
+// makeKey encodes a partition into buf (reused from its start; nil is
+// fine) and picks its shard.
+func (c *Cache) makeKey(buf []byte, typ, dc, token, key string) keyRef {
+	b := appendKey(buf[:0], typ, dc, token, key)
+	return keyRef{b: b, shard: uint8(maphash.Bytes(c.hashSeed, b) % shardCount)}
 }
 
 // result is one published outcome of a fetch: the value the entry serves and
 // the error of the latest attempt. A result is immutable once published, so
 // readers load it without a lock.
+//
+// It holds only what a hit reads; the type's state and the latest error,
+// which most results lack, sit in a separate resultExtra.
 type result struct {
+	// value is the latest value a fetch returned; nil until one did. Only
+	// non-nil values are stored, so a non-nil value is a valid result.
 	value interface{}
-	state interface{}
 	index uint64
+
+	// fetchedAt is when value was fetched, as an offset from Cache.epoch;
+	// 0 while value is nil.
+	fetchedAt int64
+
+	// extra is nil when both its fields are.
+	extra *resultExtra
+}
+
+// resultExtra is the part of a result that is usually absent.
+type resultExtra struct {
+	state interface{}
 
 	// err is the error of the latest fetch. When both value and err are
 	// set, err is newer than value: a successful fetch always clears it.
 	err error
+}
 
-	// valid reports whether a fetch has ever returned a value.
-	valid bool
+// valid reports whether a fetch has ever returned a value.
+func (r *result) valid() bool { return r.value != nil }
 
-	// fetchedAt is when value was fetched, as an offset from Cache.epoch;
-	// 0 while !valid.
-	fetchedAt int64
+// state returns the type's opaque per-entry state.
+func (r *result) state() interface{} {
+	if r.extra == nil {
+		return nil
+	}
+	return r.extra.state
+}
+
+// err returns the error of the latest fetch, nil if it succeeded.
+func (r *result) err() error {
+	if r.extra == nil {
+		return nil
+	}
+	return r.extra.err
+}
+
+// newResult returns a result, with an extra only if state or err is set.
+func newResult(value interface{}, index uint64, fetchedAt int64, state interface{}, err error) *result {
+	r := &result{value: value, index: index, fetchedAt: fetchedAt}
+	if state != nil || err != nil {
+		r.extra = &resultExtra{state: state, err: err}
+	}
+	return r
 }
 
 // entry is one cached item and the single goroutine that fetches it.
 //
 // Lock order: Cache.expiryMu, then shard.mu, then entry.mu. The hit path
-// takes none of them for writing: it loads res and stores lastAccess.
+// takes none of them: it loads res (and, for a refreshing type, loop's
+// lostContact) and stores lastAccess.
+//
+// The entry keeps only what every cached item needs; what fetching needs
+// lives in an entryLoop, created when a fetch starts or a caller waits.
 type entry struct {
-	key entryKey
+	// key is the entry's partition, encoded by appendKey. It is the
+	// entry's key in its shard's map; decodeKey gives the fields back.
+	key string
 
 	// res is the latest published result, nil until the first fetch ends.
 	res atomic.Pointer[result]
@@ -52,65 +151,88 @@ type entry struct {
 	// the heap.
 	lastAccess atomic.Int64
 
-	// lostContact is when background refresh first failed, as Unix
-	// nanoseconds; 0 while it is connected.
-	lostContact atomic.Int64
+	// loop is what the fetch loop and its waiters use, nil until a fetch
+	// starts or a caller waits. It is set under mu, and read without a lock
+	// only by the hit path, for lostContact. It is dropped (set to nil,
+	// under mu) when the loop of a type without Refresh ends with nobody
+	// waiting and no limiter to keep; otherwise it stays for the entry's
+	// life, so that a limiter outlives restarts of the loop.
+	loop atomic.Pointer[entryLoop]
 
 	// ttl is the type's LastGetTTL when the entry was first stored.
 	ttl time.Duration
-
-	// limiter bounds the entry's fetch rate; nil when Options set no limit.
-	// Only the entry's fetch loop uses it.
-	limiter *rate.Limiter
-
-	// refreshPending is set for a prepopulated entry of a refreshing type:
-	// its first hit starts the background refresh.
-	refreshPending atomic.Bool
-
-	// mu guards the fields below.
-	mu sync.Mutex
-	// fetching is set while the entry's fetch loop runs. At most one loop
-	// runs per entry; callers that need new data join it through waiter.
-	fetching bool
-	// waiter is closed when the running loop publishes its next result. It
-	// is created only when somebody waits.
-	waiter chan struct{}
-	// evicted is set once the entry left the cache; its loop then stops.
-	// It is written with both Cache.expiryMu and mu held, so either lock
-	// is enough to read it.
-	evicted bool
-	// stop is closed on eviction, to end the loop's refresh waits. It is
-	// created by the loop when it first has to wait.
-	stop chan struct{}
 
 	// heapIndex and expires are guarded by Cache.expiryMu. heapIndex is -1
 	// while the entry is not in the expiry heap; expires is an offset from
 	// Cache.epoch, refreshed from lastAccess when it comes due.
 	heapIndex int
 	expires   int64
+
+	// mu guards fetching, evicted and the channels in loop.
+	mu sync.Mutex
+
+	// refreshPending is set for a prepopulated entry of a refreshing type:
+	// its first hit starts the background refresh.
+	refreshPending atomic.Bool
+
+	// fetching is set while the entry's fetch loop runs. At most one loop
+	// runs per entry; callers that need new data join it through
+	// loop.waiter. Guarded by mu.
+	fetching bool
+	// evicted is set once the entry left the cache; its loop then stops.
+	// It is written with both Cache.expiryMu and mu held, so either lock
+	// is enough to read it.
+	evicted bool
+
+	// shard is the index of the shard whose map holds the entry. It never
+	// changes.
+	shard uint8
+}
+
+// entryLoop is the part of an entry that only fetching uses.
+//
+// Its goroutine: runFetchLoop, started by Cache.startLoop with e.mu held
+// when a Get needs data (or a prepopulated refreshing entry is first hit)
+// and no loop runs; it ends after one fetch for a type without Refresh, and
+// otherwise when the entry is evicted or the cache closed.
+type entryLoop struct {
+	// waiter is closed when the running loop publishes its next result. It
+	// is created only when somebody waits. Guarded by entry.mu.
+	waiter chan struct{}
+	// stop is closed on eviction, to end the loop's refresh and limiter
+	// waits. It is created by the loop when it first has to wait. Guarded
+	// by entry.mu.
+	stop chan struct{}
+
+	// limiter bounds the entry's fetch rate; nil when Options set no limit.
+	// It is set at creation and only the entry's fetch loop uses it.
+	limiter *rate.Limiter
+
+	// lostContact is when background refresh first failed, as an offset
+	// from Cache.epoch; 0 while it is connected.
+	lostContact atomic.Int64
 }
 
 // apply returns the result that follows r after a fetch that returned fr
 // and err at time now (an offset from Cache.epoch).
 func (r *result) apply(fr FetchResult, err error, now int64) *result {
-	next := *r
-	next.err = err // a success clears an older error
+	value, index, fetchedAt, state := r.value, r.index, r.fetchedAt, r.state()
+	// err replaces the older error; a success clears it.
 	if fr.Value != nil {
-		next.value, next.state, next.index = fr.Value, fr.State, fr.Index
-		next.fetchedAt = now
-		next.valid = true
+		value, state, index = fr.Value, fr.State, fr.Index
+		fetchedAt = now
 		// Index 0 would make the next blocking fetch return at once, and so
 		// a hot loop. No real data has index 1 (Raft bootstraps there), so 1
 		// is a safe floor.
-		if next.index < 1 {
-			next.index = 1
+		if index < 1 {
+			index = 1
 		}
 	} else if fr.State != nil && err == nil {
 		// No value yet (a masked timeout or rate limit, say), but the type's
 		// retry state must be kept for the next attempt.
-		next.state = fr.State
+		state = fr.State
 	}
-	return &next
+	return newResult(value, index, fetchedAt, state, err)
 }
 
 // closedCh is a closed channel, returned to callers that should look again
@@ -121,33 +243,49 @@ var closedCh = func() chan struct{} {
 	return ch
 }()
 
+// loopState returns the entry's entryLoop, creating it if needed.
+// e.mu must be held.
+func (c *Cache) loopState(e *entry) *entryLoop {
+	lp := e.loop.Load()
+	if lp == nil {
+		lp = &entryLoop{}
+		if c.fetchRate != rate.Inf {
+			lp.limiter = rate.NewLimiter(c.fetchRate, c.fetchBurst)
+		}
+		e.loop.Store(lp)
+	}
+	return lp
+}
+
 // waitCh returns the channel to wait on for the loop's next result.
 // e.mu must be held.
-func (e *entry) waitCh() chan struct{} {
-	if e.waiter == nil {
-		e.waiter = make(chan struct{})
+func (c *Cache) waitCh(e *entry) chan struct{} {
+	lp := c.loopState(e)
+	if lp.waiter == nil {
+		lp.waiter = make(chan struct{})
 	}
-	return e.waiter
+	return lp.waiter
 }
 
 // wake releases every caller waiting for the next result. e.mu must be held.
 func (e *entry) wake() {
-	if e.waiter != nil {
-		close(e.waiter)
-		e.waiter = nil
+	if lp := e.loop.Load(); lp != nil && lp.waiter != nil {
+		close(lp.waiter)
+		lp.waiter = nil
 	}
 }
 
-// stopCh returns the channel closed when the entry is evicted.
+// entryStopCh returns the channel closed when the entry is evicted.
 // e.mu must be held.
-func (e *entry) stopCh() chan struct{} {
-	if e.stop == nil {
-		e.stop = make(chan struct{})
+func (c *Cache) entryStopCh(e *entry) chan struct{} {
+	lp := c.loopState(e)
+	if lp.stop == nil {
+		lp.stop = make(chan struct{})
 		if e.evicted {
-			close(e.stop)
+			close(lp.stop)
 		}
 	}
-	return e.stop
+	return lp.stop
 }
 
 // runFetchLoop is the entry's fetch goroutine; fetch starts it when a Get
@@ -156,14 +294,15 @@ func (e *entry) stopCh() chan struct{} {
 // RefreshTimer waits between fetches, until the entry is evicted or the
 // cache is closed. Callers that need data meanwhile wait for its next
 // result, so an entry never has two fetches in flight.
-func (c *Cache) runFetchLoop(e *entry, te *typeEntry, r Request) {
+func (c *Cache) runFetchLoop(e *entry, lp *entryLoop, te *typeEntry, r Request) {
+	k := decodeKey(e.key)
 	// A Fetch that calls runtime.Goexit (t.FailNow in a mock, say) ends
 	// this goroutine without a result: still release the waiters.
 	done := false
 	defer func() {
 		if !done {
 			c.publish(e, FetchResult{}, fmt.Errorf("cache: fetch of type %q, key %q exited without a result",
-				te.name, e.key.key), false)
+				te.name, k.key), false)
 			c.addExpiry(e)
 		}
 	}()
@@ -171,23 +310,23 @@ func (c *Cache) runFetchLoop(e *entry, te *typeEntry, r Request) {
 	var attempt uint
 	for {
 		// Pick up a re-registered type.
-		if cur := c.typeEntry(e.key.typ); cur != nil {
+		if cur := c.typeEntry(k.typ); cur != nil {
 			te = cur
 		}
-		if !c.limitWait(e) {
+		if !c.limitWait(e, lp) {
 			done = true
 			c.stopLoop(e)
 			return
 		}
 		var more bool
-		attempt, more = c.fetchOnce(e, te, r, attempt)
+		attempt, more = c.fetchOnce(e, lp, &k, te, r, attempt)
 		if !more {
 			done = true
 			return
 		}
 		wait := backOffWait(attempt)
 		if wait > 0 {
-			c.log.Debug("cache: backing off", logAttrs(&e.key, "wait", wait, "failures", attempt)...)
+			c.log.Debug("cache: backing off", logAttrs(&k, "wait", wait, "failures", attempt)...)
 		}
 		if !c.refreshWait(e, wait+te.opts.RefreshTimer) {
 			done = true
@@ -209,7 +348,7 @@ func (c *Cache) stopLoop(e *entry) {
 // fetchOnce runs one Fetch for the entry and publishes its outcome. It
 // returns the failed-attempt count for back-off and whether the loop should
 // go on refreshing.
-func (c *Cache) fetchOnce(e *entry, te *typeEntry, r Request, attempt uint) (uint, bool) {
+func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r Request, attempt uint) (uint, bool) {
 	prev := e.res.Load()
 	if prev == nil {
 		prev = noResult
@@ -219,8 +358,8 @@ func (c *Cache) fetchOnce(e *entry, te *typeEntry, r Request, attempt uint) (uin
 		opts.MinIndex = prev.index
 		opts.Timeout = te.opts.RefreshTimeout
 	}
-	if prev.valid {
-		opts.LastResult = &FetchResult{Value: prev.value, State: prev.state, Index: prev.index}
+	if prev.valid() {
+		opts.LastResult = &FetchResult{Value: prev.value, State: prev.state(), Index: prev.index}
 	}
 
 	// A refresh that is failing marks the value stale until it reconnects.
@@ -229,10 +368,10 @@ func (c *Cache) fetchOnce(e *entry, te *typeEntry, r Request, attempt uint) (uin
 	// whole RefreshTimeout for the answer.
 	var connected *time.Timer
 	if te.opts.Refresh && prev.index > 0 && te.opts.RefreshTimeout > 31*time.Second {
-		connected = time.AfterFunc(31*time.Second, func() { e.lostContact.Store(0) })
+		connected = time.AfterFunc(31*time.Second, func() { lp.lostContact.Store(0) })
 	}
 
-	fr, err := c.callFetch(te, &e.key, opts, r)
+	fr, err := c.callFetch(te, k, opts, r)
 	if connected != nil {
 		connected.Stop()
 	}
@@ -248,16 +387,16 @@ func (c *Cache) fetchOnce(e *entry, te *typeEntry, r Request, attempt uint) (uin
 			attempt++
 		}
 		if te.opts.Refresh {
-			e.lostContact.Store(0)
+			lp.lostContact.Store(0)
 		}
 	} else {
 		c.metrics.incr(c.metrics.fetchError)
 		c.metrics.incr(te.keys.fetchError)
 		attempt++
 		if te.opts.Refresh {
-			e.lostContact.CompareAndSwap(0, c.now())
+			lp.lostContact.CompareAndSwap(0, c.now())
 		}
-		c.log.Warn("cache: fetch failed", logAttrs(&e.key, "error", err.Error(), "failures", attempt)...)
+		c.log.Warn("cache: fetch failed", logAttrs(k, "error", err.Error(), "failures", attempt)...)
 	}
 
 	more := c.publish(e, fr, err, te.opts.Refresh)
@@ -286,6 +425,12 @@ func (c *Cache) publish(e *entry, fr FetchResult, err error, refresh bool) bool 
 	more := refresh && !e.evicted && !c.closed.Load()
 	if !more {
 		e.fetching = false
+		// Nothing of the loop is needed until the next one: free it,
+		// unless it holds the limiter (which must outlive the loop so that
+		// restarts cannot bypass it) or a refreshing type's lostContact.
+		if lp := e.loop.Load(); lp != nil && !refresh && lp.limiter == nil && lp.waiter == nil {
+			e.loop.Store(nil)
+		}
 	}
 	return more
 }
@@ -293,17 +438,17 @@ func (c *Cache) publish(e *entry, fr FetchResult, err error, refresh bool) bool 
 // limitWait waits for the entry's fetch rate limiter, if it has one. It
 // returns false if the entry was evicted meanwhile. After Close it does not
 // wait: the fetch that follows is the loop's last.
-func (c *Cache) limitWait(e *entry) bool {
-	if e.limiter == nil {
+func (c *Cache) limitWait(e *entry, lp *entryLoop) bool {
+	if lp.limiter == nil {
 		return true
 	}
-	rv := e.limiter.Reserve()
+	rv := lp.limiter.Reserve()
 	d := rv.Delay()
 	if d == 0 {
 		return true
 	}
 	e.mu.Lock()
-	stop := e.stopCh()
+	stop := c.entryStopCh(e)
 	e.mu.Unlock()
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -323,7 +468,7 @@ func (c *Cache) limitWait(e *entry) bool {
 // evicted or the cache closed, in which case the loop must end.
 func (c *Cache) refreshWait(e *entry, d time.Duration) bool {
 	e.mu.Lock()
-	stop := e.stopCh()
+	stop := c.entryStopCh(e)
 	e.mu.Unlock()
 	if d > 0 {
 		t := time.NewTimer(d)

@@ -146,7 +146,7 @@ func (c *Cache) evictOverflow() {
 // evict removes e from the cache and stops its fetch loop, counting it
 // under the metric name reason. c.expiryMu must be held.
 func (c *Cache) evict(e *entry, reason []string) {
-	s := c.shard(e.key)
+	s := &c.shards[e.shard]
 	s.mu.Lock()
 	if s.m[e.key] == e {
 		delete(s.m, e.key)
@@ -155,8 +155,8 @@ func (c *Cache) evict(e *entry, reason []string) {
 
 	e.mu.Lock()
 	e.evicted = true
-	if e.stop != nil {
-		close(e.stop)
+	if lp := e.loop.Load(); lp != nil && lp.stop != nil {
+		close(lp.stop)
 	}
 	e.mu.Unlock()
 
