@@ -209,7 +209,7 @@ func BenchmarkExpire1M(b *testing.B) {
 		c.expiryMu.Lock()
 		now := c.now()
 		for _, e := range c.expiry {
-			if e.key.typ == "short" {
+			if decodeKey(e.key).typ == "short" {
 				e.lastAccess.Store(now - int64(ttl))
 				e.expires = now
 			}
