@@ -17,8 +17,8 @@ package cache
 import (
 	"context"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
+	"math/rand/v2"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -59,9 +59,9 @@ type Cache struct {
 
 	// shards hold the entries, spread by a hash of their key so that
 	// readers of different keys do not share a lock word.
-	shards   [shardCount]shard
-	hashSeed maphash.Seed
-	count    atomic.Int64 // entries in all shards
+	shards    [shardCount]shard
+	shardSalt uint64       // varies shard choice between caches
+	count     atomic.Int64 // entries in all shards
 
 	// expiryMu guards expiry and the heap fields of every entry. Lock
 	// order: expiryMu, then shard.mu, then entry.mu.
@@ -91,7 +91,10 @@ type typeEntry struct {
 	keys typeKeys
 }
 
-const shardCount = 64
+const (
+	shardBits  = 6
+	shardCount = 1 << shardBits
+)
 
 // shard is one part of the entry map, padded to its own cache line.
 type shard struct {
@@ -168,7 +171,7 @@ func New(opts *Options) *Cache {
 		o = *opts
 	}
 	c := &Cache{
-		hashSeed:     maphash.MakeSeed(),
+		shardSalt:    rand.Uint64(),
 		expiryNotify: make(chan struct{}, 1),
 		// One nanosecond before now, so that no offset is 0: stored
 		// offsets use 0 for "never".
@@ -278,7 +281,7 @@ func (c *Cache) Get(t string, r Request) (interface{}, ResultMeta, error) {
 // keeps its meaning: the last value and no error.
 func (c *Cache) GetContext(ctx context.Context, t string, r Request) (interface{}, ResultMeta, error) {
 	info := r.CacheInfo()
-	return c.getWithIndex(ctx, t, r, info, info.MinIndex)
+	return c.getWithIndex(ctx, t, r, &info, info.MinIndex)
 }
 
 // GetAs is GetContext for a type whose values are all of type V. It returns
@@ -300,14 +303,31 @@ func GetAs[V any](ctx context.Context, c *Cache, t string, r Request) (V, Result
 
 // getWithIndex is Get with the blocking index given apart from the request
 // (Notify moves it along) and a context that ends the wait.
-func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info RequestInfo, minIndex uint64) (interface{}, ResultMeta, error) {
+func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info *RequestInfo, minIndex uint64) (interface{}, ResultMeta, error) {
 	if info.Key == "" {
 		c.metrics.incr(c.metrics.bypass)
-		return c.fetchDirect(t, r, &info, minIndex)
+		return c.fetchDirect(t, r, info, minIndex)
 	}
 	var kbuf [128]byte
 	key := c.makeKey(kbuf[:], t, info.Datacenter, info.Token, info.Key)
 
+	// The common case, a hit at first sight, takes this short path: no
+	// loop, timer or defer.
+	if te := c.typeEntry(t); te != nil {
+		if e := c.lookup(key); e != nil {
+			if res := e.res.Load(); res != nil {
+				if now := c.now(); c.isHit(te, info, minIndex, res, true, now) {
+					return c.hit(te, e, res, r, true, now)
+				}
+			}
+		}
+	}
+	return c.getSlow(ctx, t, r, info, minIndex, key)
+}
+
+// getSlow is getWithIndex for everything but a hit at first sight: it
+// waits for fetches until the request is satisfied, fails, or times out.
+func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestInfo, minIndex uint64, key keyRef) (interface{}, ResultMeta, error) {
 	first := true
 	var timeout <-chan time.Time
 	var waited *entry // the entry whose fetch we last waited for
@@ -330,25 +350,8 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info Requ
 		}
 
 		now := c.now()
-		if c.isHit(te, &info, minIndex, res, first, now) {
-			meta := ResultMeta{Index: res.index, Hit: first}
-			if first {
-				c.metrics.incr(te.keys.hit)
-			}
-			if te.opts.Refresh {
-				if lp := e.loop.Load(); lp != nil {
-					if lost := lp.lostContact.Load(); lost != 0 {
-						meta.Age = time.Duration(now - lost)
-					}
-				}
-			} else {
-				meta.Age = time.Duration(now - res.fetchedAt)
-			}
-			e.lastAccess.Store(now)
-			if e.refreshPending.Load() {
-				c.startRefresh(e, te, r)
-			}
-			return res.value, meta, nil
+		if c.isHit(te, info, minIndex, res, first, now) {
+			return c.hit(te, e, res, r, first, now)
 		}
 
 		// A fetch ended while we waited and failed: report it rather than
@@ -384,6 +387,29 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info Requ
 			return res.value, ResultMeta{Index: res.index}, ctx.Err()
 		}
 	}
+}
+
+// hit returns the value of res, a hit on e at time now. first tells a hit
+// at first sight, counted and flagged as such, from one after a wait.
+func (c *Cache) hit(te *typeEntry, e *entry, res *result, r Request, first bool, now int64) (interface{}, ResultMeta, error) {
+	meta := ResultMeta{Index: res.index, Hit: first}
+	if first {
+		c.metrics.incr(te.keys.hit)
+	}
+	if te.opts.Refresh {
+		if lp := e.loop.Load(); lp != nil {
+			if lost := lp.lostContact.Load(); lost != 0 {
+				meta.Age = time.Duration(now - lost)
+			}
+		}
+	} else {
+		meta.Age = time.Duration(now - res.fetchedAt)
+	}
+	e.lastAccess.Store(now)
+	if e.refreshPending.Load() {
+		c.startRefresh(e, te, r)
+	}
+	return res.value, meta, nil
 }
 
 // noResult stands for an entry that has no result yet.

@@ -1561,7 +1561,7 @@ func TestCacheGetWithIndex_contextCancel(t *testing.T) {
 		info := RequestInfo{Key: "k"}
 		ch := make(chan cacheGetResult, 1)
 		go func() {
-			v, meta, err := c.getWithIndex(ctx, "t", TestRequest(t, info), info, 5)
+			v, meta, err := c.getWithIndex(ctx, "t", TestRequest(t, info), &info, 5)
 			ch <- cacheGetResult{v, meta, err}
 		}()
 		cacheRequireBlocked(t, ch)

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -31,4 +32,18 @@ func TestEntryKey_encoding(t *testing.T) {
 		seen[enc] = k
 	}
 	require.Panics(t, func() { decodeKey("\x80") })
+}
+
+// Pins: typical keys spread over the shards, so that readers of different
+// keys rarely share a lock.
+func TestShardOf_spreads(t *testing.T) {
+	counts := make([]int, shardCount)
+	const n = 10_000
+	for i := range n {
+		counts[shardOf("key-"+strconv.Itoa(i), 0)]++
+	}
+	for s, got := range counts {
+		require.Greater(t, got, n/shardCount/3, "shard %d gets too few keys", s)
+		require.Less(t, got, n/shardCount*3, "shard %d gets too many keys", s)
+	}
 }

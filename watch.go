@@ -80,7 +80,7 @@ func (c *Cache) notifyBlockingQuery(ctx context.Context, t string, r Request, in
 	var index uint64
 	var failures uint
 	for ctx.Err() == nil {
-		res, meta, err := c.getWithIndex(ctx, t, r, info, index)
+		res, meta, err := c.getWithIndex(ctx, t, r, &info, index)
 		if ctx.Err() != nil {
 			return
 		}
@@ -116,7 +116,7 @@ func (c *Cache) notifyPollingQuery(ctx context.Context, t string, r Request, inf
 	var failures uint
 	var last interface{}
 	for ctx.Err() == nil {
-		res, meta, err := c.getWithIndex(ctx, t, r, info, index)
+		res, meta, err := c.getWithIndex(ctx, t, r, &info, index)
 		if ctx.Err() != nil {
 			return
 		}
