@@ -344,9 +344,7 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		}
 		res := noResult
 		if e != nil {
-			if p := e.res.Load(); p != nil {
-				res = p
-			}
+			res = e.result()
 		}
 
 		now := c.now()
@@ -415,6 +413,14 @@ func (c *Cache) hit(te *typeEntry, e *entry, res *result, r Request, first bool,
 // noResult stands for an entry that has no result yet.
 var noResult = &result{}
 
+// result returns the entry's latest result, or noResult.
+func (e *entry) result() *result {
+	if r := e.res.Load(); r != nil {
+		return r
+	}
+	return noResult
+}
+
 // isHit reports whether res may answer the request without a fetch.
 func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *result, first bool, now int64) bool {
 	if !res.valid() {
@@ -444,11 +450,7 @@ func (c *Cache) fetch(te *typeEntry, key keyRef, r Request, seen *result) (*entr
 	e := c.lookupOrCreate(key, te)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	cur := e.res.Load()
-	if cur == nil {
-		cur = noResult
-	}
-	if e.evicted || cur != seen {
+	if e.evicted || e.result() != seen {
 		return e, closedCh
 	}
 	if !e.fetching {
@@ -501,20 +503,17 @@ func (c *Cache) lookup(key keyRef) *entry {
 
 // lookupOrCreate returns the entry for key, creating an empty one if needed.
 func (c *Cache) lookupOrCreate(key keyRef, te *typeEntry) *entry {
-	s := &c.shards[key.shard]
-	s.mu.RLock()
-	e := s.m[string(key.b)]
-	s.mu.RUnlock()
-	if e != nil {
+	if e := c.lookup(key); e != nil {
 		return e
 	}
 
+	s := &c.shards[key.shard]
 	s.mu.Lock()
 	if e := s.m[string(key.b)]; e != nil {
 		s.mu.Unlock()
 		return e
 	}
-	e = &entry{key: string(key.b), ttl: te.opts.LastGetTTL, heapIndex: -1, shard: key.shard}
+	e := &entry{key: string(key.b), ttl: te.opts.LastGetTTL, heapIndex: -1, shard: key.shard}
 	s.m[e.key] = e
 	n := c.count.Add(1)
 	s.mu.Unlock()

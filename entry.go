@@ -363,10 +363,7 @@ func (c *Cache) stopLoop(e *entry) {
 // returns the failed-attempt count for back-off and whether the loop should
 // go on refreshing.
 func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r Request, attempt uint) (uint, bool) {
-	prev := e.res.Load()
-	if prev == nil {
-		prev = noResult
-	}
+	prev := e.result()
 	var opts FetchOptions
 	if te.typ.SupportsBlocking() {
 		opts.MinIndex = prev.index
@@ -428,10 +425,7 @@ func (c *Cache) publish(e *entry, fr FetchResult, err error, refresh bool) bool 
 	defer e.mu.Unlock()
 	// Apply to the current result, not the one the fetch started from: a
 	// Prepopulate may have stored a newer value meanwhile.
-	cur := e.res.Load()
-	if cur == nil {
-		cur = noResult
-	}
+	cur := e.result()
 	// An evicted entry still takes the result, for the callers that waited
 	// on it, but it is no longer in the cache: nothing brings it back.
 	e.res.Store(cur.apply(fr, err, now))

@@ -103,22 +103,16 @@ func (c *Cache) expireDue() (wait time.Duration, ok bool) {
 	c.expiryMu.Lock()
 	defer c.expiryMu.Unlock()
 	now := c.now()
-	for n := 0; len(c.expiry) > 0; {
-		e := c.expiry[0]
+	for n := 0; len(c.expiry) > 0; n++ {
+		e := c.head()
 		if e.expires > now {
 			return time.Duration(e.expires - now), true
 		}
 		if n == evictBatch {
 			return 0, true
 		}
-		if real := e.lastAccess.Load() + int64(e.ttl); real > now {
-			e.expires = real
-			heap.Fix(&c.expiry, 0)
-			continue
-		}
 		heap.Pop(&c.expiry)
 		c.evict(e, c.metrics.evictExpired)
-		n++
 	}
 	return 0, false
 }
@@ -130,16 +124,24 @@ func (c *Cache) evictOverflow() {
 	c.expiryMu.Lock()
 	defer c.expiryMu.Unlock()
 	for c.count.Load() > int64(c.maxEntries) && len(c.expiry) > 0 {
-		// The head's expiry may be stale (hits do not touch the heap):
-		// bring it up to date until the true soonest is on top.
+		c.head() // the true soonest is on top
+		c.evict(heap.Pop(&c.expiry).(*entry), c.metrics.evictSize)
+	}
+}
+
+// head returns the entry that truly expires first. Hits do not touch the
+// heap, so expiry times in it may be stale: the head is brought up to date
+// from its last access, and re-heaped, until the one on top is current.
+// The heap must not be empty. c.expiryMu must be held.
+func (c *Cache) head() *entry {
+	for {
 		e := c.expiry[0]
-		if real := e.lastAccess.Load() + int64(e.ttl); real > e.expires {
-			e.expires = real
-			heap.Fix(&c.expiry, 0)
-			continue
+		real := e.lastAccess.Load() + int64(e.ttl)
+		if real <= e.expires {
+			return e
 		}
-		heap.Pop(&c.expiry)
-		c.evict(e, c.metrics.evictSize)
+		e.expires = real
+		heap.Fix(&c.expiry, 0)
 	}
 }
 
