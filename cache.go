@@ -16,6 +16,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -35,6 +36,10 @@ const (
 	CacheRefreshBackoffMin = 3               // attempts before backing off
 	CacheRefreshMaxWait    = 1 * time.Minute // maximum backoff wait
 )
+
+// ErrClosed is returned by Get when the request needs a fetch and the cache
+// was closed, and by Notify after Close.
+var ErrClosed = errors.New("cache: closed")
 
 // Cache is a local cache of data owned by remote servers. Create one with
 // New; the zero value is not usable.
@@ -225,14 +230,30 @@ type RegisterOptions struct {
 	RefreshTimeout time.Duration
 }
 
-// RegisterType registers a type under the name n, replacing any type of
-// that name. Entries already cached keep their TTL; their next fetch uses
-// the new type. opts may be nil; RegisterType keeps a copy. It fetches
-// nothing: entries are filled by Get.
+// RegisterType registers a type under the name n. opts may be nil;
+// RegisterType keeps a copy. It fetches nothing: entries are filled by Get.
+//
+// Registering a name again replaces its type and options. Entries already
+// cached stay and are served as before, with the TTL they were created
+// with; from their next fetch on they are fetched by the new type with the
+// new options (a running background refresh switches at its next fetch).
+//
+// Like http.Handle, RegisterType panics on what can only be a programming
+// error: an empty name, a nil typ or a negative duration in opts.
 func (c *Cache) RegisterType(n string, typ Type, opts *RegisterOptions) {
+	if n == "" {
+		panic("cache: RegisterType with an empty type name")
+	}
+	if typ == nil {
+		panic(fmt.Sprintf("cache: RegisterType of %q with a nil Type", n))
+	}
 	te := &typeEntry{name: n, typ: typ, keys: c.metrics.typeKeys(n)}
 	if opts != nil {
 		te.opts = *opts
+	}
+	if o := te.opts; o.LastGetTTL < 0 || o.RefreshTimer < 0 || o.RefreshTimeout < 0 {
+		panic(fmt.Sprintf("cache: RegisterType of %q with a negative duration: LastGetTTL %v, RefreshTimer %v, RefreshTimeout %v",
+			n, o.LastGetTTL, o.RefreshTimer, o.RefreshTimeout))
 	}
 	if te.opts.LastGetTTL == 0 {
 		te.opts.LastGetTTL = 72 * time.Hour // days are a reasonable default
@@ -267,10 +288,18 @@ func unknownType(t string) error {
 // The request's Timeout bounds only this Get, not the fetch behind it. When
 // it passes before a value newer than MinIndex arrives, Get returns the last
 // known value (possibly nil) and no error, as a Consul blocking query does.
+// A blocking Get also returns when a fetch brings a lower index than the
+// one it waited on: the servers' index was reset (a snapshot restore, say),
+// and the lower index is new data.
 //
 // An error is returned only to Gets that had to wait for a fetch, and only
 // while no later fetch has succeeded: a caller without MinIndex keeps
-// getting the last good value while refreshes fail.
+// getting the last good value while refreshes fail. With the error comes
+// that older value, if there is one, with its Index and Age.
+//
+// Once the cache is closed, Get still serves what it holds, but where it
+// would need a fetch it returns the value it has, if any, and ErrClosed.
+// A nil r, or a negative Timeout or MaxAge, is an error.
 func (c *Cache) Get(t string, r Request) (interface{}, ResultMeta, error) {
 	return c.GetContext(context.Background(), t, r)
 }
@@ -280,8 +309,25 @@ func (c *Cache) Get(t string, r Request) (interface{}, ResultMeta, error) {
 // fetch it waited for goes on for the other callers. The request's Timeout
 // keeps its meaning: the last value and no error.
 func (c *Cache) GetContext(ctx context.Context, t string, r Request) (interface{}, ResultMeta, error) {
+	info, err := checkRequest("Get", t, r)
+	if err != nil {
+		return nil, ResultMeta{}, err
+	}
+	return c.getWithIndex(ctx, t, r, &info, info.MinIndex, 0)
+}
+
+// checkRequest returns r's RequestInfo, or an error saying why r cannot be
+// served. op names the caller in the error.
+func checkRequest(op, t string, r Request) (RequestInfo, error) {
+	if r == nil {
+		return RequestInfo{}, fmt.Errorf("cache: %s of type %q: nil Request", op, t)
+	}
 	info := r.CacheInfo()
-	return c.getWithIndex(ctx, t, r, &info, info.MinIndex)
+	if info.Timeout < 0 || info.MaxAge < 0 {
+		return RequestInfo{}, fmt.Errorf("cache: %s of type %q, key %q: negative Timeout (%v) or MaxAge (%v)",
+			op, t, info.Key, info.Timeout, info.MaxAge)
+	}
+	return info, nil
 }
 
 // GetAs is GetContext for a type whose values are all of type V. It returns
@@ -302,11 +348,13 @@ func GetAs[V any](ctx context.Context, c *Cache, t string, r Request) (V, Result
 }
 
 // getWithIndex is Get with the blocking index given apart from the request
-// (Notify moves it along) and a context that ends the wait.
-func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info *RequestInfo, minIndex uint64) (interface{}, ResultMeta, error) {
+// (Notify moves it along) and a context that ends the wait. A cached value
+// with an index below resetBelow (0 for none) is a reset, returned at once:
+// Notify passes the index it delivered last, which came from this cache.
+func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info *RequestInfo, minIndex, resetBelow uint64) (interface{}, ResultMeta, error) {
 	if info.Key == "" {
 		c.metrics.incr(c.metrics.bypass)
-		return c.fetchDirect(t, r, info, minIndex)
+		return c.fetchDirect(ctx, t, r, info, minIndex)
 	}
 	var kbuf [128]byte
 	key := c.makeKey(kbuf[:], t, info.Datacenter, info.Token, info.Key)
@@ -322,12 +370,12 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info *Req
 			}
 		}
 	}
-	return c.getSlow(ctx, t, r, info, minIndex, key)
+	return c.getSlow(ctx, t, r, info, minIndex, resetBelow, key)
 }
 
 // getSlow is getWithIndex for everything but a hit at first sight: it
 // waits for fetches until the request is satisfied, fails, or times out.
-func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestInfo, minIndex uint64, key keyRef) (interface{}, ResultMeta, error) {
+func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestInfo, minIndex, floor uint64, key keyRef) (interface{}, ResultMeta, error) {
 	first := true
 	var timeout <-chan time.Time
 	var waited *entry // the entry whose fetch we last waited for
@@ -347,17 +395,22 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 			res = e.result()
 		}
 
+		// floor is the index of the value seen before the wait: one below
+		// it means the servers' index went backwards.
 		now := c.now()
-		if c.isHit(te, info, minIndex, res, first, now) {
+		if c.isHit(te, info, minIndex, res, first, now) || (res.valid() && res.index < floor) {
 			return c.hit(te, e, res, r, first, now)
 		}
 
 		// A fetch ended while we waited and failed: report it rather than
 		// spin on the same error until the timeout. The value beside it, if
 		// any, is older. An error we saw before waiting is not news: the
-		// loop woke us without fetching (Close, eviction), so fetch again.
+		// loop woke us without fetching (eviction), so fetch again.
 		if err := res.err(); !first && err != nil && res != seen {
-			return res.value, ResultMeta{Index: res.index}, err
+			return res.value, c.meta(te, e, res, now), err
+		}
+		if c.closed.Load() {
+			return res.value, c.meta(te, e, res, now), ErrClosed
 		}
 
 		if first {
@@ -374,40 +427,81 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 			}
 		}
 
-		var ch <-chan struct{}
 		seen = res
-		waited, ch = c.fetch(te, key, r, res)
-		select {
-		case <-ch:
-		case <-timeout:
+		if res.valid() {
+			floor = res.index
+		}
+		var ch <-chan struct{}
+		waited, ch = c.fetch(te, key, r, res, minIndex)
+		if ch == nil {
+			return res.value, c.meta(te, waited, res, now), ErrClosed
+		}
+		switch c.wait(waited, ch, timeout, ctx) {
+		case waitTimeout:
 			return res.value, ResultMeta{Index: res.index}, nil
-		case <-ctx.Done():
+		case waitCancel:
 			return res.value, ResultMeta{Index: res.index}, ctx.Err()
 		}
 	}
 }
 
+// Outcomes of Cache.wait.
+const (
+	waitDone    = iota // ch was closed, or the cache: look again
+	waitTimeout        // the request's Timeout passed
+	waitCancel         // the caller's context ended
+)
+
+// wait waits on e for ch, the Get's timeout or ctx. While it waits, e
+// counts as watched, so it cannot expire; the end of the wait is a use.
+func (c *Cache) wait(e *entry, ch <-chan struct{}, timeout <-chan time.Time, ctx context.Context) int {
+	e.watchers.Add(1)
+	defer func() {
+		e.lastAccess.Store(c.now())
+		e.watchers.Add(-1)
+	}()
+	select {
+	case <-ch:
+	case <-c.stopCh:
+	case <-timeout:
+		return waitTimeout
+	case <-ctx.Done():
+		return waitCancel
+	}
+	return waitDone
+}
+
 // hit returns the value of res, a hit on e at time now. first tells a hit
 // at first sight, counted and flagged as such, from one after a wait.
 func (c *Cache) hit(te *typeEntry, e *entry, res *result, r Request, first bool, now int64) (interface{}, ResultMeta, error) {
-	meta := ResultMeta{Index: res.index, Hit: first}
+	meta := c.meta(te, e, res, now)
 	if first {
+		meta.Hit = true
 		c.metrics.incr(te.keys.hit)
-	}
-	if te.opts.Refresh {
-		if lp := e.loop.Load(); lp != nil {
-			if lost := lp.lostContact.Load(); lost != 0 {
-				meta.Age = time.Duration(now - lost)
-			}
-		}
-	} else {
-		meta.Age = time.Duration(now - res.fetchedAt)
 	}
 	e.lastAccess.Store(now)
 	if e.refreshPending.Load() {
 		c.startRefresh(e, te, r)
 	}
 	return res.value, meta, nil
+}
+
+// meta returns the ResultMeta of res, the result of e, at time now. Age
+// is 0 without a value.
+func (c *Cache) meta(te *typeEntry, e *entry, res *result, now int64) ResultMeta {
+	meta := ResultMeta{Index: res.index}
+	switch {
+	case !res.valid():
+	case te.opts.Refresh:
+		if lp := e.loop.Load(); lp != nil {
+			if lost := lp.lostContact.Load(); lost != 0 {
+				meta.Age = time.Duration(now - lost)
+			}
+		}
+	default:
+		meta.Age = time.Duration(now - res.fetchedAt)
+	}
+	return meta
 }
 
 // noResult stands for an entry that has no result yet.
@@ -442,19 +536,25 @@ func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *re
 }
 
 // fetch makes sure the entry for key is being fetched and returns it with a
-// channel that is closed when there is something new to look at. seen is
-// the result the caller examined: if a newer one was published since, the
-// channel is already closed, so a Get racing with a finishing fetch never
-// waits for (or starts) another one.
-func (c *Cache) fetch(te *typeEntry, key keyRef, r Request, seen *result) (*entry, <-chan struct{}) {
+// channel that is closed when there is something new to look at, or nil if
+// the cache is closed. seen is the result the caller examined: if a newer
+// one was published since, the channel is already closed, so a Get racing
+// with a finishing fetch never waits for (or starts) another one.
+func (c *Cache) fetch(te *typeEntry, key keyRef, r Request, seen *result, minIndex uint64) (*entry, <-chan struct{}) {
 	e := c.lookupOrCreate(key, te)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.evicted || e.result() != seen {
+	switch {
+	case e.evicted || e.result() != seen:
 		return e, closedCh
-	}
-	if !e.fetching {
+	case c.closed.Load():
+		return e, nil
+	case !e.fetching:
 		c.startLoop(e, te, r)
+	case seen.valid() && minIndex < seen.index && e.loop.Load().blocking:
+		// The caller wants the current value, not a change, and the loop
+		// is in a blocking query that may not answer for minutes.
+		return e, c.sideFetch(e, te, r)
 	}
 	return e, c.waitCh(e)
 }
@@ -464,7 +564,59 @@ func (c *Cache) fetch(te *typeEntry, key keyRef, r Request, seen *result) (*entr
 func (c *Cache) startLoop(e *entry, te *typeEntry, r Request) {
 	e.fetching = true
 	e.refreshPending.Store(false)
-	go c.runFetchLoop(e, c.loopState(e), te, r)
+	lp := c.loopState(e)
+	c.entryStopCh(e)
+	go c.runFetchLoop(e, lp, te, r)
+}
+
+// sideFetch returns a channel closed when the entry's revalidation fetch
+// ends, starting one if none runs. It serves Gets that want the current
+// value (MaxAge, MustRevalidate) while the loop's fetch is a blocking query
+// that only answers on a change or after the type's timeout: they must not
+// wait for a change they did not ask for (Consul #12048). Revalidations
+// share one fetch, which does not block, so an entry has at most two
+// fetches in flight: the loop's blocking query and one revalidation.
+// e.mu must be held and the loop running.
+func (c *Cache) sideFetch(e *entry, te *typeEntry, r Request) <-chan struct{} {
+	lp := e.loop.Load()
+	if lp.side == nil {
+		lp.side = make(chan struct{})
+		go c.runSideFetch(e, lp, te, r)
+	}
+	return lp.side
+}
+
+// runSideFetch is the goroutine of a revalidation fetch; it ends with it.
+func (c *Cache) runSideFetch(e *entry, lp *entryLoop, te *typeEntry, r Request) {
+	k := decodeKey(e.key)
+	prev := e.result()
+	opts := fetchOptions(te, prev)
+	opts.MinIndex, opts.Timeout = 0, 0
+
+	// Preset for a Fetch that calls runtime.Goexit.
+	fr, err := FetchResult{}, fmt.Errorf("cache: fetch of type %q, key %q exited without a result", te.name, k.key)
+	defer func() { c.publishSide(e, lp, prev, fr, err) }()
+	fr, err = c.callFetch(fetchContext{lp.stop}, te, &k, opts, r)
+	if err == nil {
+		c.countSuccess(te)
+	} else {
+		c.countError(te, &k, err, 1)
+	}
+}
+
+// publishSide publishes the outcome of a revalidation fetch. A new value
+// also wakes the loop's waiters, since it may be the change they wait for;
+// an error goes only to the revalidating callers.
+func (c *Cache) publishSide(e *entry, lp *entryLoop, prev *result, fr FetchResult, err error) {
+	now := c.now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.res.Store(e.result().follow(prev, fr, err, now))
+	if err == nil && e.loop.Load() == lp {
+		e.wake()
+	}
+	close(lp.side)
+	lp.side = nil
 }
 
 // startRefresh starts the background refresh of a prepopulated entry, with
@@ -478,18 +630,55 @@ func (c *Cache) startRefresh(e *entry, te *typeEntry, r Request) {
 }
 
 // fetchDirect calls the type's Fetch for a request that bypasses the cache.
-// Nothing is shared or stored: every such Get is its own RPC.
-func (c *Cache) fetchDirect(t string, r Request, info *RequestInfo, minIndex uint64) (interface{}, ResultMeta, error) {
+// Nothing is shared or stored: every such Get is its own RPC. The fetch
+// runs in its own goroutine so that the Get can return when its Timeout
+// passes (with no value and no error, as any Get that times out before a
+// first value), when ctx ends (with ctx.Err()) or when the cache closes
+// (with ErrClosed). The fetch's context then ends, and the goroutine with
+// the fetch.
+func (c *Cache) fetchDirect(ctx context.Context, t string, r Request, info *RequestInfo, minIndex uint64) (interface{}, ResultMeta, error) {
 	te := c.typeEntry(t)
 	if te == nil {
 		return nil, ResultMeta{}, unknownType(t)
 	}
-	key := entryKey{typ: t, dc: info.Datacenter, token: info.Token}
-	res, err := c.callFetch(te, &key, FetchOptions{MinIndex: minIndex}, r)
-	if err != nil {
-		return nil, ResultMeta{}, err
+	if c.closed.Load() {
+		return nil, ResultMeta{}, ErrClosed
 	}
-	return res.Value, ResultMeta{}, nil
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var timeout <-chan time.Time
+	if info.Timeout > 0 {
+		timer := time.NewTimer(info.Timeout)
+		defer timer.Stop()
+		timeout = timer.C
+	}
+
+	type outcome struct {
+		fr  FetchResult
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		k := entryKey{typ: t, dc: info.Datacenter, token: info.Token}
+		// Preset for a Fetch that calls runtime.Goexit.
+		o := outcome{err: fmt.Errorf("cache: fetch of type %q exited without a result", t)}
+		defer func() { done <- o }()
+		o.fr, o.err = c.callFetch(fctx, te, &k, FetchOptions{MinIndex: minIndex}, r)
+	}()
+
+	select {
+	case o := <-done:
+		if o.err != nil {
+			return nil, ResultMeta{}, o.err
+		}
+		return o.fr.Value, ResultMeta{}, nil
+	case <-timeout:
+		return nil, ResultMeta{}, nil
+	case <-ctx.Done():
+		return nil, ResultMeta{}, ctx.Err()
+	case <-c.stopCh:
+		return nil, ResultMeta{}, ErrClosed
+	}
 }
 
 // lookup returns the entry for key, or nil.
@@ -569,14 +758,33 @@ func (c *Cache) now() int64 {
 	return int64(time.Since(c.epoch))
 }
 
-// Close stops the cache's background work: background refreshes end
-// (a fetch in flight may finish, but no refresh follows it) and entries no
-// longer expire. Callers may still Get; values already cached stay
-// available. Close is meant for shutdown and may be called more than once;
-// it always returns nil.
+// Close stops the cache's background work and returns once no new fetch
+// can start: background refreshes end, waits for back-off, RefreshTimer or
+// the fetch rate limiter end at once, the contexts of fetches in flight
+// (FetchOptions.Context) are cancelled, Gets waiting for a fetch return
+// ErrClosed, Notify watches end, and entries no longer expire. Fetches in
+// flight may still finish; their results are stored but start nothing.
+//
+// Values already cached stay available to Get. Get and Notify never block
+// on a closed cache: where they would need a fetch they return ErrClosed.
+// Close is meant for shutdown and may be called more than once; it always
+// returns nil.
 func (c *Cache) Close() error {
-	if c.closed.CompareAndSwap(false, true) {
-		close(c.stopCh)
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(c.stopCh)
+	// A loop started before closed was set is in a shard map by now, and
+	// one that was not yet started sees closed under its entry's lock.
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.RLock()
+		for _, e := range s.m {
+			e.mu.Lock()
+			e.stop()
+			e.mu.Unlock()
+		}
+		s.mu.RUnlock()
 	}
 	return nil
 }

@@ -656,7 +656,7 @@ func TestCacheGet_maxAge(t *testing.T) {
 		v, meta, err := c.Get("t", TestRequest(t, maxAge))
 		require.EqualError(t, err, "down")
 		require.Equal(t, "v2", v)
-		require.Equal(t, ResultMeta{Index: 2}, meta)
+		require.Equal(t, ResultMeta{Age: 2 * time.Minute, Index: 2}, meta, "the older value with its age")
 
 		v, meta = cacheGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "v2", v)
@@ -1263,9 +1263,11 @@ func TestCacheGet_fetchAfterEvictionNotReinserted(t *testing.T) {
 		c.RegisterType("t", typ, &RegisterOptions{LastGetTTL: time.Hour})
 
 		cacheGet(t, c, "t", RequestInfo{Key: "k"})
-		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 5}) // evicted at 1h, returns at 1h30m
-		require.Equal(t, "v6", v, "the waiting Get gets the late value")
-		time.Sleep(time.Minute)
+		// The blocking Get gives up at 10m; the entry expires at 1h10m,
+		// with its fetch still in flight until 1h30m.
+		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 10 * time.Minute})
+		require.Equal(t, "v5", v)
+		time.Sleep(81 * time.Minute)
 		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
 		require.False(t, meta.Hit, "the evicted entry is not back")
 		require.Equal(t, "v7", v)
@@ -1340,18 +1342,17 @@ func TestCacheClose_stopsRefresh(t *testing.T) {
 		require.Equal(t, 1, log.count(), "no refresh after Close")
 
 		_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
-		require.True(t, meta.Hit)
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k2"})
-		require.Equal(t, uint64(1), v)
-		require.False(t, meta.Hit)
+		require.True(t, meta.Hit, "cached values are still served")
+		v, _, err := c.Get("t", TestRequest(t, RequestInfo{Key: "k2"}))
+		require.ErrorIs(t, err, ErrClosed, "a Get that needs a fetch")
+		require.Nil(t, v)
 		time.Sleep(time.Hour)
-		require.Equal(t, 2, log.count())
+		require.Equal(t, 1, log.count())
 	})
 }
 
 // Pins: Close ends a refresh loop in its back-off wait at once; a Get that
-// was waiting on it then fetches by itself and gets the value; no refresh
-// follows.
+// was waiting on it returns ErrClosed at once; no fetch follows.
 func TestCacheClose_duringBackoff(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
@@ -1373,11 +1374,10 @@ func TestCacheClose_duringBackoff(t *testing.T) {
 		require.NoError(t, c.Close())
 		r := cacheRequireReturned(t, ch)
 		require.Equal(t, start, time.Now(), "not after the back-off")
+		require.ErrorIs(t, r.Err, ErrClosed)
+		require.Nil(t, r.Value)
 		time.Sleep(time.Hour)
-		require.LessOrEqual(t, log.count(), 5, "no refresh after Close")
-		require.NoError(t, r.Err)
-		require.Equal(t, "v", r.Value)
-		require.Equal(t, 5, log.count())
+		require.Equal(t, 4, log.count(), "no fetch after Close")
 	})
 }
 
@@ -1525,7 +1525,7 @@ func TestCacheFetch_racedResult(t *testing.T) {
 
 	te := c.typeEntry("t")
 	key := c.makeKey(nil, "t", "", "", "k")
-	e, ch := c.fetch(te, key, req, noResult)
+	e, ch := c.fetch(te, key, req, noResult, 0)
 	require.Same(t, c.lookup(key), e)
 	select {
 	case <-ch:
@@ -1534,7 +1534,7 @@ func TestCacheFetch_racedResult(t *testing.T) {
 	}
 	require.Equal(t, 1, log.count())
 
-	_, ch = c.fetch(te, key, req, e.res.Load())
+	_, ch = c.fetch(te, key, req, e.res.Load(), 0)
 	select {
 	case <-ch:
 	case <-time.After(10 * time.Second):
@@ -1561,7 +1561,7 @@ func TestCacheGetWithIndex_contextCancel(t *testing.T) {
 		info := RequestInfo{Key: "k"}
 		ch := make(chan cacheGetResult, 1)
 		go func() {
-			v, meta, err := c.getWithIndex(ctx, "t", TestRequest(t, info), &info, 5)
+			v, meta, err := c.getWithIndex(ctx, "t", TestRequest(t, info), &info, 5, 0)
 			ch <- cacheGetResult{v, meta, err}
 		}()
 		cacheRequireBlocked(t, ch)

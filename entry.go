@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -189,6 +190,11 @@ type entry struct {
 	// its first hit starts the background refresh.
 	refreshPending atomic.Bool
 
+	// watchers counts the Gets waiting on the entry for a fetch (blocking
+	// queries, Notify). The expiry loop treats a watched entry as in use,
+	// so it never expires under its watchers.
+	watchers atomic.Int32
+
 	// fetching is set while the entry's fetch loop runs. At most one loop
 	// runs per entry; callers that need new data join it through
 	// loop.waiter. Guarded by mu.
@@ -213,10 +219,20 @@ type entryLoop struct {
 	// waiter is closed when the running loop publishes its next result. It
 	// is created only when somebody waits. Guarded by entry.mu.
 	waiter chan struct{}
-	// stop is closed on eviction, to end the loop's refresh and limiter
-	// waits. It is created by the loop when it first has to wait. Guarded
-	// by entry.mu.
+	// stop is closed when the entry is evicted or the cache closed, to end
+	// the loop's waits; it is also the Done channel of the context its
+	// fetches get. It is created when a loop starts. Guarded by entry.mu.
 	stop chan struct{}
+
+	// blocking is set while the loop's fetch is a blocking query (MinIndex
+	// above 0), which may take as long as the type's timeout. Guarded by
+	// entry.mu.
+	blocking bool
+
+	// side is closed when the revalidation fetch running beside a blocking
+	// one ends; nil when none runs. See Cache.sideFetch. Guarded by
+	// entry.mu.
+	side chan struct{}
 
 	// limiter bounds the entry's fetch rate; nil when Options set no limit.
 	// It is set at creation and only the entry's fetch loop uses it.
@@ -289,17 +305,49 @@ func (e *entry) wake() {
 	}
 }
 
-// entryStopCh returns the channel closed when the entry is evicted.
-// e.mu must be held.
+// entryStopCh returns the channel closed when the entry is evicted or the
+// cache closed. e.mu must be held.
 func (c *Cache) entryStopCh(e *entry) chan struct{} {
 	lp := c.loopState(e)
 	if lp.stop == nil {
 		lp.stop = make(chan struct{})
-		if e.evicted {
+		if e.evicted || c.closed.Load() {
 			close(lp.stop)
 		}
 	}
 	return lp.stop
+}
+
+// stop ends the entry's loop waits and cancels its fetches' context, on
+// eviction or Close. e.mu must be held.
+func (e *entry) stop() {
+	if lp := e.loop.Load(); lp != nil && lp.stop != nil {
+		select {
+		case <-lp.stop:
+		default:
+			close(lp.stop)
+		}
+	}
+}
+
+// fetchContext is the context an entry's fetches get (see ContextType):
+// done once the entry is evicted or the cache closed, so that a Type can
+// abandon a long blocking query nobody will read. It is a struct around the loop's stop
+// channel rather than a context.WithCancel child of a root context, which
+// would cost every entry an allocation and a registration in the root.
+type fetchContext struct{ done <-chan struct{} }
+
+func (fetchContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (f fetchContext) Done() <-chan struct{}      { return f.done }
+func (fetchContext) Value(any) any                { return nil }
+
+func (f fetchContext) Err() error {
+	select {
+	case <-f.done:
+		return context.Canceled
+	default:
+		return nil
+	}
 }
 
 // runFetchLoop is the entry's fetch goroutine; fetch starts it when a Get
@@ -307,7 +355,7 @@ func (c *Cache) entryStopCh(e *entry) chan struct{} {
 // and ends. For a refreshing type it goes on fetching, with the back-off and
 // RefreshTimer waits between fetches, until the entry is evicted or the
 // cache is closed. Callers that need data meanwhile wait for its next
-// result, so an entry never has two fetches in flight.
+// result, so an entry never has two loop fetches in flight.
 func (c *Cache) runFetchLoop(e *entry, lp *entryLoop, te *typeEntry, r Request) {
 	k := decodeKey(e.key)
 	// A Fetch that calls runtime.Goexit (t.FailNow in a mock, say) ends
@@ -315,7 +363,7 @@ func (c *Cache) runFetchLoop(e *entry, lp *entryLoop, te *typeEntry, r Request) 
 	done := false
 	defer func() {
 		if !done {
-			c.publish(e, FetchResult{}, fmt.Errorf("cache: fetch of type %q, key %q exited without a result",
+			c.publish(e, nil, FetchResult{}, fmt.Errorf("cache: fetch of type %q, key %q exited without a result",
 				te.name, k.key), false)
 			c.addExpiry(e)
 		}
@@ -327,31 +375,27 @@ func (c *Cache) runFetchLoop(e *entry, lp *entryLoop, te *typeEntry, r Request) 
 		if cur := c.typeEntry(k.typ); cur != nil {
 			te = cur
 		}
-		if !c.limitWait(e, lp) {
-			done = true
-			c.stopLoop(e)
-			return
+		more := c.limitWait(e, lp)
+		if more {
+			attempt, more = c.fetchOnce(e, lp, &k, te, r, attempt)
 		}
-		var more bool
-		attempt, more = c.fetchOnce(e, lp, &k, te, r, attempt)
+		if more {
+			wait := backOffWait(attempt)
+			if wait > 0 {
+				c.log.Debug("cache: backing off", logAttrs(&k, "wait", wait, "failures", attempt)...)
+			}
+			more = c.refreshWait(e, wait+te.opts.RefreshTimer)
+		}
 		if !more {
 			done = true
-			return
-		}
-		wait := backOffWait(attempt)
-		if wait > 0 {
-			c.log.Debug("cache: backing off", logAttrs(&k, "wait", wait, "failures", attempt)...)
-		}
-		if !c.refreshWait(e, wait+te.opts.RefreshTimer) {
-			done = true
-			c.stopLoop(e)
 			return
 		}
 	}
 }
 
 // stopLoop marks the loop ended without a result and wakes the waiters, who
-// look again and start a fetch of their own if they still need one.
+// look again: they get ErrClosed after Close, and otherwise start a fetch
+// of their own if they still need one.
 func (c *Cache) stopLoop(e *entry) {
 	e.mu.Lock()
 	e.fetching = false
@@ -359,11 +403,26 @@ func (c *Cache) stopLoop(e *entry) {
 	e.mu.Unlock()
 }
 
-// fetchOnce runs one Fetch for the entry and publishes its outcome. It
-// returns the failed-attempt count for back-off and whether the loop should
-// go on refreshing.
-func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r Request, attempt uint) (uint, bool) {
-	prev := e.result()
+// beginFetch reports whether the loop may start a fetch, which it may not
+// once the entry is evicted or the cache closed; then the loop is over. It
+// records whether the fetch is a blocking query.
+func (c *Cache) beginFetch(e *entry, lp *entryLoop, blocking bool) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	select {
+	case <-c.entryStopCh(e):
+		e.fetching = false
+		e.wake()
+		return false
+	default:
+		lp.blocking = blocking
+		return true
+	}
+}
+
+// fetchOptions returns the options for a fetch that follows the result
+// prev.
+func fetchOptions(te *typeEntry, prev *result) FetchOptions {
 	var opts FetchOptions
 	if te.typ.SupportsBlocking() {
 		opts.MinIndex = prev.index
@@ -371,6 +430,18 @@ func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r
 	}
 	if prev.valid() {
 		opts.LastResult = &FetchResult{Value: prev.value, State: prev.state(), Index: prev.index}
+	}
+	return opts
+}
+
+// fetchOnce runs one Fetch for the entry and publishes its outcome. It
+// returns the failed-attempt count for back-off and whether the loop should
+// go on refreshing.
+func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r Request, attempt uint) (uint, bool) {
+	prev := e.result()
+	opts := fetchOptions(te, prev)
+	if !c.beginFetch(e, lp, opts.MinIndex > 0) {
+		return attempt, false
 	}
 
 	// A refresh that is failing marks the value stale until it reconnects.
@@ -382,14 +453,13 @@ func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r
 		connected = time.AfterFunc(31*time.Second, func() { lp.lostContact.Store(0) })
 	}
 
-	fr, err := c.callFetch(te, k, opts, r)
+	fr, err := c.callFetch(fetchContext{lp.stop}, te, k, opts, r)
 	if connected != nil {
 		connected.Stop()
 	}
 
 	if err == nil {
-		c.metrics.incr(c.metrics.fetchSuccess)
-		c.metrics.incr(te.keys.fetchSuccess)
+		c.countSuccess(te)
 		if fr.Index > 0 {
 			attempt = 0
 		} else {
@@ -401,51 +471,80 @@ func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r
 			lp.lostContact.Store(0)
 		}
 	} else {
-		c.metrics.incr(c.metrics.fetchError)
-		c.metrics.incr(te.keys.fetchError)
 		attempt++
+		c.countError(te, k, err, attempt)
 		if te.opts.Refresh {
 			lp.lostContact.CompareAndSwap(0, c.now())
 		}
-		c.log.Warn("cache: fetch failed", logAttrs(k, "error", err.Error(), "failures", attempt)...)
 	}
 
-	more := c.publish(e, fr, err, te.opts.Refresh)
+	more := c.publish(e, prev, fr, err, te.opts.Refresh)
 	c.addExpiry(e)
 	return attempt, more
 }
 
+// countSuccess counts a successful fetch.
+func (c *Cache) countSuccess(te *typeEntry) {
+	c.metrics.incr(c.metrics.fetchSuccess)
+	c.metrics.incr(te.keys.fetchSuccess)
+}
+
+// countError counts and logs a failed fetch, the latest of failures in a
+// row.
+func (c *Cache) countError(te *typeEntry, k *entryKey, err error, failures uint) {
+	c.metrics.incr(c.metrics.fetchError)
+	c.metrics.incr(te.keys.fetchError)
+	c.log.Warn("cache: fetch failed", logAttrs(k, "error", err.Error(), "failures", failures)...)
+}
+
 // publish applies a fetch's outcome to the entry's result and wakes its
-// waiters. It reports whether the loop should go on refreshing; if not, the
-// loop is over as of this call, so the next Get that needs data starts a
-// new one.
-func (c *Cache) publish(e *entry, fr FetchResult, err error, refresh bool) bool {
+// waiters. prev is the result the fetch started from, nil if unknown. It
+// reports whether the loop should go on refreshing; if not, the loop is
+// over as of this call, so the next Get that needs data starts a new one.
+func (c *Cache) publish(e *entry, prev *result, fr FetchResult, err error, refresh bool) bool {
 	now := c.now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	// Apply to the current result, not the one the fetch started from: a
-	// Prepopulate may have stored a newer value meanwhile.
-	cur := e.result()
 	// An evicted entry still takes the result, for the callers that waited
 	// on it, but it is no longer in the cache: nothing brings it back.
-	e.res.Store(cur.apply(fr, err, now))
+	e.res.Store(e.result().follow(prev, fr, err, now))
 	e.wake()
+	lp := e.loop.Load()
+	if lp != nil {
+		lp.blocking = false
+	}
 	more := refresh && !e.evicted && !c.closed.Load()
 	if !more {
 		e.fetching = false
 		// Nothing of the loop is needed until the next one: free it,
 		// unless it holds the limiter (which must outlive the loop so that
-		// restarts cannot bypass it) or a refreshing type's lostContact.
-		if lp := e.loop.Load(); lp != nil && !refresh && lp.limiter == nil && lp.waiter == nil {
+		// restarts cannot bypass it), a refreshing type's lostContact or a
+		// revalidation in flight.
+		if lp != nil && !refresh && lp.limiter == nil && lp.waiter == nil && lp.side == nil {
 			e.loop.Store(nil)
 		}
 	}
 	return more
 }
 
+// follow returns the result that follows cur, the entry's current result,
+// after a fetch that started from prev (nil if unknown) and returned fr and
+// err at time now.
+//
+// The outcome is applied to cur, not prev: a Prepopulate or a revalidation
+// may have stored a newer value meanwhile. A value with a lower index than
+// such a newer one is an answer to an older question, not a reset, so it
+// is dropped; a lower index than the one the fetch asked about is a reset
+// and is kept.
+func (cur *result) follow(prev *result, fr FetchResult, err error, now int64) *result {
+	if prev != nil && cur != prev && fr.Value != nil && fr.Index < cur.index {
+		fr = FetchResult{}
+	}
+	return cur.apply(fr, err, now)
+}
+
 // limitWait waits for the entry's fetch rate limiter, if it has one. It
-// returns false if the entry was evicted meanwhile. After Close it does not
-// wait: the fetch that follows is the loop's last.
+// returns false if the entry was evicted or the cache closed meanwhile.
 func (c *Cache) limitWait(e *entry, lp *entryLoop) bool {
 	if lp.limiter == nil {
 		return true
@@ -463,17 +562,15 @@ func (c *Cache) limitWait(e *entry, lp *entryLoop) bool {
 	select {
 	case <-t.C:
 		return true
-	case <-c.stopCh:
-		rv.Cancel()
-		return true
 	case <-stop:
 		rv.Cancel()
+		c.stopLoop(e)
 		return false
 	}
 }
 
 // refreshWait pauses the fetch loop for d. It returns false if the entry was
-// evicted or the cache closed, in which case the loop must end.
+// evicted or the cache closed, in which case the loop is over.
 func (c *Cache) refreshWait(e *entry, d time.Duration) bool {
 	e.mu.Lock()
 	stop := c.entryStopCh(e)
@@ -484,13 +581,11 @@ func (c *Cache) refreshWait(e *entry, d time.Duration) bool {
 		select {
 		case <-t.C:
 		case <-stop:
-		case <-c.stopCh:
 		}
 	}
 	select {
 	case <-stop:
-		return false
-	case <-c.stopCh:
+		c.stopLoop(e)
 		return false
 	default:
 		return true

@@ -132,11 +132,16 @@ func (c *Cache) evictOverflow() {
 // head returns the entry that truly expires first. Hits do not touch the
 // heap, so expiry times in it may be stale: the head is brought up to date
 // from its last access, and re-heaped, until the one on top is current.
-// The heap must not be empty. c.expiryMu must be held.
+// An entry that Gets are waiting on is in use now (Consul #9979). The heap
+// must not be empty. c.expiryMu must be held.
 func (c *Cache) head() *entry {
 	for {
 		e := c.expiry[0]
-		real := e.lastAccess.Load() + int64(e.ttl)
+		last := e.lastAccess.Load()
+		if e.watchers.Load() > 0 {
+			last = c.now()
+		}
+		real := last + int64(e.ttl)
 		if real <= e.expires {
 			return e
 		}
@@ -157,9 +162,7 @@ func (c *Cache) evict(e *entry, reason []string) {
 
 	e.mu.Lock()
 	e.evicted = true
-	if lp := e.loop.Load(); lp != nil && lp.stop != nil {
-		close(lp.stop)
-	}
+	e.stop()
 	e.mu.Unlock()
 
 	c.metrics.incr(reason)

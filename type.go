@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"fmt"
 	"runtime/debug"
 	"strings"
@@ -31,6 +32,20 @@ type Type interface {
 	// Only then does the cache pass MinIndex and Timeout to Fetch and honour
 	// RequestInfo.MinIndex in Get.
 	SupportsBlocking() bool
+}
+
+// ContextType is a Type whose fetches can be abandoned. When a registered
+// Type implements it, the cache calls FetchContext instead of Fetch, with a
+// context that is done when nobody needs the result any more: the entry
+// was evicted or the cache closed, or, for a Get that bypasses the cache,
+// that Get gave up (its context ended, its Timeout passed or the cache
+// closed). A Type should then abandon a long blocking query and return.
+//
+// It is an interface of its own, not a field of FetchOptions, so that
+// FetchOptions stay what Types written for Consul's cache compare against.
+type ContextType interface {
+	Type
+	FetchContext(ctx context.Context, opts FetchOptions, r Request) (FetchResult, error)
 }
 
 // FetchOptions are the options the cache passes to Type.Fetch.
@@ -88,11 +103,12 @@ func (f BlockingFetchFunc) Fetch(opts FetchOptions, r Request) (FetchResult, err
 // SupportsBlocking returns true.
 func (BlockingFetchFunc) SupportsBlocking() bool { return true }
 
-// callFetch calls the type's Fetch for the entry k. A panic becomes an
+// callFetch calls the type's Fetch, or FetchContext with ctx, for the
+// entry k. A panic becomes an
 // error, so that one bad type can neither take the process down nor strand
 // the callers waiting for it; it is counted and logged. The ACL token is
 // redacted from the error, which callers, logs and Notify events all see.
-func (c *Cache) callFetch(te *typeEntry, k *entryKey, opts FetchOptions, r Request) (fr FetchResult, err error) {
+func (c *Cache) callFetch(ctx context.Context, te *typeEntry, k *entryKey, opts FetchOptions, r Request) (fr FetchResult, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			msg := redact(k.token, fmt.Sprint(v))
@@ -105,6 +121,9 @@ func (c *Cache) callFetch(te *typeEntry, k *entryKey, opts FetchOptions, r Reque
 			err = redactError(k.token, err)
 		}
 	}()
+	if ct, ok := te.typ.(ContextType); ok {
+		return ct.FetchContext(ctx, opts, r)
+	}
 	return te.typ.Fetch(opts, r)
 }
 

@@ -22,22 +22,29 @@ type UpdateEvent struct {
 }
 
 // Notify watches the request r of type t and sends an UpdateEvent to ch each
-// time its result changes, until ctx is done. It returns at once; the watch
-// runs in its own goroutine, which ends when ctx is done. ch should be
-// drained promptly: the watch waits for each send.
+// time its result changes, until ctx is done or the cache is closed. It
+// returns at once; the watch runs in its own goroutine, which ends with
+// it, without a last event. ch should be drained promptly: the watch
+// waits for each send.
 //
 // For a type that supports blocking, the watch is a loop of blocking Gets:
-// the first result is always sent, then one whenever the index grows.
-// Errors, and results with index 0, are retried with the same back-off as
-// background refresh.
+// the first result is always sent, then one whenever the index changes.
+// A lower index than the last one sent is a reset of the servers' index (a
+// snapshot restore, say) and is sent as new data; later events count from
+// it. Errors, and results with index 0, are retried with the same back-off
+// as background refresh. Until a first value has been sent, every error is
+// sent, and the watch does not block on an index: the first value is sent
+// whatever its index.
 //
 // A type that does not support blocking is polled instead, which needs
 // RequestInfo.MaxAge > 0 (Notify returns an error otherwise). An event is
-// sent when the index grows or the value changes (reflect.DeepEqual); the
-// next poll comes when the value would be older than MaxAge, plus a small
-// jitter so that it is stale by then and fetched anew.
+// sent when the index or the value changes (reflect.DeepEqual), and for
+// each failed poll until a first value arrives; the next poll comes when
+// the value would be older than MaxAge, plus a small jitter so that it is
+// stale by then and fetched anew, or after the back-off for an error.
 //
-// Notify returns an error if t is not registered or ch is nil.
+// Notify returns an error if t is not registered, r or ch is nil, r has a
+// negative Timeout or MaxAge, or the cache is closed (ErrClosed).
 func (c *Cache) Notify(ctx context.Context, t string, r Request, correlationID string, ch chan<- UpdateEvent) error {
 	if ch == nil {
 		return fmt.Errorf("cache: Notify of type %q: nil channel", t)
@@ -46,6 +53,7 @@ func (c *Cache) Notify(ctx context.Context, t string, r Request, correlationID s
 		select {
 		case ch <- ev:
 		case <-ctx.Done():
+		case <-c.stopCh:
 		}
 	})
 }
@@ -53,9 +61,12 @@ func (c *Cache) Notify(ctx context.Context, t string, r Request, correlationID s
 // NotifyCallback is Notify for callers that want a function called rather
 // than a channel: cb receives each event, in order, from the watch's
 // goroutine, together with ctx. The watch waits for cb to return before it
-// looks for the next change, so cb should be quick. It returns an error if
-// t is not registered or cb is nil.
+// looks for the next change, so cb should be quick. It returns the errors
+// Notify does, with a nil cb in place of a nil channel.
 func (c *Cache) NotifyCallback(ctx context.Context, t string, r Request, correlationID string, cb func(ctx context.Context, e UpdateEvent)) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
 	te := c.typeEntry(t)
 	if te == nil {
 		return unknownType(t)
@@ -63,7 +74,10 @@ func (c *Cache) NotifyCallback(ctx context.Context, t string, r Request, correla
 	if cb == nil {
 		return fmt.Errorf("cache: NotifyCallback of type %q: nil callback", t)
 	}
-	info := r.CacheInfo()
+	info, err := checkRequest("Notify", t, r)
+	if err != nil {
+		return err
+	}
 	if te.typ.SupportsBlocking() {
 		go c.notifyBlockingQuery(ctx, t, r, info, correlationID, cb)
 		return nil
@@ -77,16 +91,22 @@ func (c *Cache) NotifyCallback(ctx context.Context, t string, r Request, correla
 
 // notifyBlockingQuery is Notify's loop for blocking types.
 func (c *Cache) notifyBlockingQuery(ctx context.Context, t string, r Request, info RequestInfo, correlationID string, cb func(context.Context, UpdateEvent)) {
+	// index is that of the last value sent, 0 before the first. After
+	// errors it stays 0, so that the Gets do not block and a first value
+	// at index 1 (a new cluster) is not mistaken for an old one (Consul
+	// #6521).
 	var index uint64
 	var failures uint
-	for ctx.Err() == nil {
-		res, meta, err := c.getWithIndex(ctx, t, r, &info, index)
-		if ctx.Err() != nil {
+	for {
+		res, meta, err := c.getWithIndex(ctx, t, r, &info, index, index)
+		if c.watchEnded(ctx) {
 			return
 		}
-		// The first result is always sent (index is 0 only then).
-		if index == 0 || index < meta.Index {
-			if !deliver(ctx, cb, UpdateEvent{correlationID, res, meta, err}) {
+		// The first result is always sent (index is 0 only until then),
+		// then each change.
+		reset := err == nil && meta.Index > 0 && meta.Index < index
+		if index == 0 || index < meta.Index || reset {
+			if !c.deliver(ctx, cb, UpdateEvent{correlationID, res, meta, err}) {
 				return
 			}
 			index = meta.Index
@@ -99,11 +119,14 @@ func (c *Cache) notifyBlockingQuery(ctx context.Context, t string, r Request, in
 		} else {
 			failures++
 		}
-		if !sleep(ctx, backOffWait(failures)) {
+		if !c.sleep(ctx, backOffWait(failures)) {
 			return
 		}
-		// Every later Get must block.
-		if index < 1 {
+		// A result without an index (a misbehaving type, or a timeout
+		// before any value) must not make the next Get return at once.
+		// After an error, though, the next Get must not block: the first
+		// value may well have index 1.
+		if err == nil && index < 1 {
 			index = 1
 		}
 	}
@@ -115,13 +138,20 @@ func (c *Cache) notifyPollingQuery(ctx context.Context, t string, r Request, inf
 	var index uint64
 	var failures uint
 	var last interface{}
-	for ctx.Err() == nil {
-		res, meta, err := c.getWithIndex(ctx, t, r, &info, index)
-		if ctx.Err() != nil {
+	for {
+		res, meta, err := c.getWithIndex(ctx, t, r, &info, index, 0)
+		if c.watchEnded(ctx) {
 			return
 		}
-		if index < meta.Index || !reflect.DeepEqual(last, res) {
-			if !deliver(ctx, cb, UpdateEvent{correlationID, res, meta, err}) {
+		var send bool
+		if err != nil {
+			// Errors are news until there is a value to keep serving.
+			send = last == nil
+		} else {
+			send = meta.Index != index || !reflect.DeepEqual(last, res)
+		}
+		if send {
+			if !c.deliver(ctx, cb, UpdateEvent{correlationID, res, meta, err}) {
 				return
 			}
 			last, index = res, meta.Index
@@ -141,29 +171,35 @@ func (c *Cache) notifyPollingQuery(ctx context.Context, t string, r Request, inf
 			}
 			wait += randomStagger(maxAge / 16)
 		}
-		if !sleep(ctx, wait) {
+		if !c.sleep(ctx, wait) {
 			return
 		}
 	}
 }
 
-// deliver hands ev to cb and reports whether the watch goes on.
-func deliver(ctx context.Context, cb func(context.Context, UpdateEvent), ev UpdateEvent) bool {
-	cb(ctx, ev)
-	return ctx.Err() == nil
+// watchEnded reports whether a watch is over: its context ended or the
+// cache closed.
+func (c *Cache) watchEnded(ctx context.Context) bool {
+	return ctx.Err() != nil || c.closed.Load()
 }
 
-// sleep waits for d unless ctx ends first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
+// deliver hands ev to cb and reports whether the watch goes on.
+func (c *Cache) deliver(ctx context.Context, cb func(context.Context, UpdateEvent), ev UpdateEvent) bool {
+	cb(ctx, ev)
+	return !c.watchEnded(ctx)
+}
+
+// sleep waits for d unless ctx ends or the cache closes first, and
+// reports whether the watch goes on.
+func (c *Cache) sleep(ctx context.Context, d time.Duration) bool {
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		case <-c.stopCh:
+		}
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return !c.watchEnded(ctx)
 }

@@ -251,9 +251,9 @@ func TestNotify_BlockingUnchangedIndexNoEvent(t *testing.T) {
 	})
 }
 
-// Pins the error back-off: the first error is delivered; then 3 immediate
-// retries, then waits of 2s, 4s, ... (each plus a stagger below itself),
-// capped at 1m (+ stagger); later errors deliver nothing.
+// Pins the error back-off: 3 immediate retries, then waits of 2s, 4s, ...
+// (each plus a stagger below itself), capped at 1m (+ stagger). Until a
+// first value arrives, every error is delivered.
 func TestNotify_BlockingErrorBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		boom := errors.New("boom")
@@ -267,15 +267,22 @@ func TestNotify_BlockingErrorBackoff(t *testing.T) {
 		ch := make(chan UpdateEvent, 10)
 		start := time.Now()
 
+		var events int
+		go func() {
+			for range ch {
+				events++
+			}
+		}()
 		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch))
-		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Err: boom})
-
 		time.Sleep(15 * time.Minute)
-		notifyNoEvent(t, ch)
 		cancel()
+		synctest.Wait()
+		close(ch)
+		synctest.Wait()
 
 		ts := times()
 		require.Greater(t, len(ts), 12)
+		require.Equal(t, len(ts), events, "one event per failed fetch")
 		for i := 0; i < 4; i++ {
 			require.Zero(t, ts[i].Sub(start), "fetch %d is immediate", i)
 		}
@@ -454,9 +461,8 @@ func TestNotify_PollingDeliversOnValueOrIndexChange(t *testing.T) {
 	})
 }
 
-// Pins that polling errors are retried with back-off and a later good value
-// is delivered. The errors themselves are not (seed behaviour): a failed poll
-// has a nil result and index 0, so neither the value nor the index changed.
+// Pins that polling errors are retried with back-off, each delivered while
+// there is no value yet, and that a later good value is delivered.
 func TestNotify_PollingErrorThenValue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const maxAge = 10 * time.Second
@@ -476,8 +482,13 @@ func TestNotify_PollingErrorThenValue(t *testing.T) {
 		start := time.Now()
 		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k", MaxAge: maxAge}), "id", ch))
 
+		for i := 0; i < 5; i++ {
+			ev := notifyRecv(t, ch, time.Minute)
+			require.EqualError(t, ev.Err, "down", "event %d", i)
+			require.Nil(t, ev.Result)
+		}
 		ev := notifyRecv(t, ch, time.Minute)
-		require.Equal(t, UpdateEvent{CorrelationID: "id", Result: "v", Meta: ResultMeta{Index: 3}}, ev, "the first event is the value")
+		require.Equal(t, UpdateEvent{CorrelationID: "id", Result: "v", Meta: ResultMeta{Index: 3}}, ev, "then the value")
 		ts := times()
 		require.Len(t, ts, 6)
 		// Failures 1-3 retry at once, 4 waits [2s,4s), 5 waits [4s,8s).
