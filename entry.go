@@ -338,8 +338,8 @@ func (e *entry) stop() {
 type fetchContext struct{ done <-chan struct{} }
 
 func (fetchContext) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (f fetchContext) Done() <-chan struct{}      { return f.done }
-func (fetchContext) Value(any) any                { return nil }
+func (f fetchContext) Done() <-chan struct{}     { return f.done }
+func (fetchContext) Value(any) any               { return nil }
 
 func (f fetchContext) Err() error {
 	select {
