@@ -104,7 +104,7 @@ func (c *Cache) expireDue() (wait time.Duration, ok bool) {
 	defer c.expiryMu.Unlock()
 	now := c.now()
 	for n := 0; len(c.expiry) > 0; n++ {
-		e := c.head()
+		e := c.head(now)
 		if e.expires > now {
 			return time.Duration(e.expires - now), true
 		}
@@ -124,7 +124,7 @@ func (c *Cache) evictOverflow() {
 	c.expiryMu.Lock()
 	defer c.expiryMu.Unlock()
 	for c.count.Load() > int64(c.maxEntries) && len(c.expiry) > 0 {
-		c.head() // the true soonest is on top
+		c.head(c.now()) // the true soonest is on top
 		c.evict(heap.Pop(&c.expiry).(*entry), c.metrics.evictSize)
 	}
 }
@@ -132,14 +132,14 @@ func (c *Cache) evictOverflow() {
 // head returns the entry that truly expires first. Hits do not touch the
 // heap, so expiry times in it may be stale: the head is brought up to date
 // from its last access, and re-heaped, until the one on top is current.
-// An entry that Gets are waiting on is in use now (Consul #9979). The heap
-// must not be empty. c.expiryMu must be held.
-func (c *Cache) head() *entry {
+// An entry that Gets are waiting on is in use at now (Consul #9979). The
+// heap must not be empty. c.expiryMu must be held.
+func (c *Cache) head(now int64) *entry {
 	for {
 		e := c.expiry[0]
 		last := e.lastAccess.Load()
 		if e.watchers.Load() > 0 {
-			last = c.now()
+			last = now
 		}
 		real := last + int64(e.ttl)
 		if real <= e.expires {
