@@ -105,7 +105,11 @@ const (
 type shard struct {
 	mu sync.RWMutex
 	m  map[string]*entry // by entry.key
-	_  [32]byte
+	// peak is the most entries m held since it was last rebuilt: Go maps
+	// never give memory back, so evict rebuilds m once it has shrunk well
+	// below that.
+	peak int
+	_    [24]byte
 }
 
 // ResultMeta is returned by Get with the value. It tells how the value was
@@ -658,8 +662,8 @@ func (c *Cache) fetchDirect(ctx context.Context, t string, r Request, info *Requ
 		err error
 	}
 	done := make(chan outcome, 1)
+	k := entryKey{typ: t, dc: info.Datacenter, token: info.Token} // info must not escape
 	go func() {
-		k := entryKey{typ: t, dc: info.Datacenter, token: info.Token}
 		// Preset for a Fetch that calls runtime.Goexit.
 		o := outcome{err: fmt.Errorf("cache: fetch of type %q exited without a result", t)}
 		defer func() { done <- o }()
@@ -704,6 +708,7 @@ func (c *Cache) lookupOrCreate(key keyRef, te *typeEntry) *entry {
 	}
 	e := &entry{key: string(key.b), ttl: te.opts.LastGetTTL, heapIndex: -1, shard: key.shard}
 	s.m[e.key] = e
+	s.peak = max(s.peak, len(s.m))
 	n := c.count.Add(1)
 	s.mu.Unlock()
 

@@ -180,8 +180,13 @@ type entry struct {
 	// heapIndex and expires are guarded by Cache.expiryMu. heapIndex is -1
 	// while the entry is not in the expiry heap; expires is an offset from
 	// Cache.epoch, refreshed from lastAccess when it comes due.
-	heapIndex int
-	expires   int64
+	heapIndex int32
+	// watchers counts the Gets waiting on the entry for a fetch (blocking
+	// queries, Notify). The expiry loop treats a watched entry as in use,
+	// so it never expires under its watchers. Beside the int32 heapIndex
+	// it keeps the entry in the 80-byte size class.
+	watchers atomic.Int32
+	expires  int64
 
 	// mu guards fetching, evicted and the channels in loop.
 	mu sync.Mutex
@@ -189,11 +194,6 @@ type entry struct {
 	// refreshPending is set for a prepopulated entry of a refreshing type:
 	// its first hit starts the background refresh.
 	refreshPending atomic.Bool
-
-	// watchers counts the Gets waiting on the entry for a fetch (blocking
-	// queries, Notify). The expiry loop treats a watched entry as in use,
-	// so it never expires under its watchers.
-	watchers atomic.Int32
 
 	// fetching is set while the entry's fetch loop runs. At most one loop
 	// runs per entry; callers that need new data join it through
@@ -478,8 +478,11 @@ func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r
 		}
 	}
 
-	more := c.publish(e, prev, fr, err, te.opts.Refresh)
+	// Into the expiry heap first: the callers this wakes then find the
+	// entry accounted for, and a burst of misses is held back by the
+	// expiry lock rather than piling up fetch goroutines behind it.
 	c.addExpiry(e)
+	more := c.publish(e, prev, fr, err, te.opts.Refresh)
 	return attempt, more
 }
 

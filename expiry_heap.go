@@ -15,13 +15,13 @@ func (h expiryHeap) Less(i, j int) bool { return h[i].expires < h[j].expires }
 
 func (h expiryHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].heapIndex = i
-	h[j].heapIndex = j
+	h[i].heapIndex = int32(i)
+	h[j].heapIndex = int32(j)
 }
 
 func (h *expiryHeap) Push(x any) {
 	e := x.(*entry)
-	e.heapIndex = len(*h)
+	e.heapIndex = int32(len(*h))
 	*h = append(*h, e)
 }
 
@@ -113,8 +113,35 @@ func (c *Cache) expireDue() (wait time.Duration, ok bool) {
 		}
 		heap.Pop(&c.expiry)
 		c.evict(e, c.metrics.evictExpired)
+		c.expiry.shrink()
 	}
 	return 0, false
+}
+
+// shrinkMin is the size below which maps and the heap are not worth
+// rebuilding to give memory back.
+const shrinkMin = 64
+
+// shrink gives back the memory of a heap that has fallen to a quarter of
+// its capacity, so that a burst of entries does not hold memory after it
+// expired. The cost is amortised over the evictions since it grew.
+func (h *expiryHeap) shrink() {
+	if n := len(*h); cap(*h) >= shrinkMin && n <= cap(*h)/4 {
+		*h = append(make(expiryHeap, 0, 2*n), *h...)
+	}
+}
+
+// shrink rebuilds the shard's map once it holds a quarter of its peak,
+// since Go maps keep the memory of their largest size. The copy is
+// amortised over the deletions since the peak. s.mu must be held.
+func (s *shard) shrink() {
+	if n := len(s.m); s.peak >= shrinkMin && n <= s.peak/4 {
+		m := make(map[string]*entry, n)
+		for k, e := range s.m {
+			m[k] = e
+		}
+		s.m, s.peak = m, n
+	}
 }
 
 // evictOverflow evicts the entries closest to expiry until the cache holds
@@ -157,6 +184,7 @@ func (c *Cache) evict(e *entry, reason []string) {
 	s.mu.Lock()
 	if s.m[e.key] == e {
 		delete(s.m, e.key)
+		s.shrink()
 	}
 	s.mu.Unlock()
 

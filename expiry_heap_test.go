@@ -19,7 +19,7 @@ import (
 func expiryCheckHeap(t *testing.T, h expiryHeap) {
 	t.Helper()
 	for i, e := range h {
-		require.Equal(t, i, e.heapIndex, "heapIndex of element %d", i)
+		require.Equal(t, i, int(e.heapIndex), "heapIndex of element %d", i)
 		if i > 0 {
 			parent := (i - 1) / 2
 			require.LessOrEqual(t, h[parent].expires, e.expires, "heap order at %d", i)
@@ -67,16 +67,16 @@ func TestExpiryHeap_IndexAndOrder(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		e := all[r.IntN(len(all))]
 		e.expires = r.Int64N(2000) - 500
-		heap.Fix(&h, e.heapIndex)
+		heap.Fix(&h, int(e.heapIndex))
 		expiryCheckHeap(t, h)
 	}
 
 	// Remove a few from the middle.
 	for i := 0; i < 10; i++ {
 		e := h[len(h)/2]
-		got := heap.Remove(&h, e.heapIndex).(*entry)
+		got := heap.Remove(&h, int(e.heapIndex)).(*entry)
 		require.Same(t, e, got)
-		require.Equal(t, -1, got.heapIndex)
+		require.Equal(t, int32(-1), got.heapIndex)
 		expiryCheckHeap(t, h)
 	}
 
@@ -84,13 +84,13 @@ func TestExpiryHeap_IndexAndOrder(t *testing.T) {
 	prev := int64(-1 << 62)
 	for h.Len() > 0 {
 		e := heap.Pop(&h).(*entry)
-		require.Equal(t, -1, e.heapIndex)
+		require.Equal(t, int32(-1), e.heapIndex)
 		require.GreaterOrEqual(t, e.expires, prev)
 		prev = e.expires
 		expiryCheckHeap(t, h)
 	}
 	for _, e := range all {
-		require.Equal(t, -1, e.heapIndex, "every entry left the heap")
+		require.Equal(t, int32(-1), e.heapIndex, "every entry left the heap")
 	}
 }
 
