@@ -18,15 +18,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	metrics "github.com/armon/go-metrics"
-	"golang.org/x/time/rate"
 )
 
 // Constants for the back-off of failing background refreshes and Notify
@@ -77,12 +73,14 @@ type Cache struct {
 	// epoch is the origin of the monotonic offsets stored in entries.
 	epoch time.Time
 
-	// Settings from Options, fixed by New.
-	metrics    cacheMetrics
-	log        *slog.Logger
-	fetchRate  rate.Limit
-	fetchBurst int
-	maxEntries int
+	// Settings from Options: see options.go. reloadMu serialises
+	// ReloadOptions; settings is read without a lock.
+	metrics  cacheMetrics
+	settings atomic.Pointer[settings]
+	reloadMu sync.Mutex
+	// reloaded is closed, and replaced, when ReloadOptions changes the
+	// fetch rate, so that limiter waits start over with the new one.
+	reloaded atomic.Pointer[chan struct{}]
 
 	closed atomic.Bool
 	stopCh chan struct{} // closed by Close
@@ -136,42 +134,6 @@ type ResultMeta struct {
 	Index uint64
 }
 
-// Options are options for a Cache. The zero value gives the behaviour of
-// Consul v1.4.5's cache.
-type Options struct {
-	// EntryFetchRate limits how often one entry may be fetched, in fetches
-	// per second, so that a blocking type whose data changes all the time
-	// cannot turn its refresh into a hot loop against the servers. Zero
-	// (or less) means no limit, as in the seed. EntryFetchMaxBurst is the
-	// number of fetches allowed at once; below 1 it is 2, Consul's default.
-	//
-	// A sound setting for blocking types is a rate of 1 (one fetch per
-	// second per entry) with a burst of 2: an entry that changes rarely is
-	// never slowed down, and one that changes constantly costs the servers
-	// one query a second.
-	EntryFetchRate     rate.Limit
-	EntryFetchMaxBurst int
-
-	// Logger receives fetch errors, panics and back-off waits, with the
-	// type, datacenter and key of the entry. ACL tokens are never logged.
-	// Nil discards everything.
-	Logger *slog.Logger
-
-	// MetricsPrefix is put before every metric name. Nil means
-	// {"consul", "cache"}, the seed's names.
-	MetricsPrefix []string
-
-	// Metrics is the go-metrics instance to report to. Nil means the global
-	// one, as in the seed.
-	Metrics *metrics.Metrics
-
-	// MaxEntries bounds the number of entries. When a new entry makes it
-	// exceed the bound, the entries closest to expiry (the least recently
-	// used, for one TTL) are evicted first and counted as evict_size. Zero
-	// (or less) means no bound, as in the seed.
-	MaxEntries int
-}
-
 // New returns a ready cache. It starts the goroutine that expires entries,
 // which runs until Close. opts may be nil; New keeps a copy.
 func New(opts *Options) *Cache {
@@ -184,23 +146,13 @@ func New(opts *Options) *Cache {
 		expiryNotify: make(chan struct{}, 1),
 		// One nanosecond before now, so that no offset is 0: stored
 		// offsets use 0 for "never".
-		epoch:      time.Now().Add(-time.Nanosecond),
-		stopCh:     make(chan struct{}),
-		metrics:    newCacheMetrics(&o),
-		log:        o.Logger,
-		fetchRate:  rate.Inf,
-		maxEntries: max(o.MaxEntries, 0),
+		epoch:  time.Now().Add(-time.Nanosecond),
+		stopCh: make(chan struct{}),
 	}
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
-	}
-	if o.EntryFetchRate > 0 {
-		c.fetchRate = o.EntryFetchRate
-		c.fetchBurst = o.EntryFetchMaxBurst
-		if c.fetchBurst < 1 {
-			c.fetchBurst = 2
-		}
-	}
+	c.metrics.init(&o)
+	c.settings.Store(newSettings(&o))
+	reloaded := make(chan struct{})
+	c.reloaded.Store(&reloaded)
 	c.types.Store(&map[string]*typeEntry{})
 	for i := range c.shards {
 		c.shards[i].m = make(map[string]*entry)
@@ -232,6 +184,15 @@ type RegisterOptions struct {
 	// (no timer and a long timeout: changes seen within moments).
 	RefreshTimer   time.Duration
 	RefreshTimeout time.Duration
+
+	// RefreshMaxFailures stops the background refresh of an entry after
+	// that many failed fetches in a row; the next Get of the entry fetches
+	// again and so restarts it. Zero means no limit: as in the seed, a
+	// failing refresh goes on, backing off up to CacheRefreshMaxWait (plus
+	// a random stagger of as much again, so about every one to two
+	// minutes), until nobody has read the entry for LastGetTTL. Failures
+	// never extend the TTL. See also StopRefresh.
+	RefreshMaxFailures int
 }
 
 // RegisterType registers a type under the name n. opts may be nil;
@@ -255,9 +216,9 @@ func (c *Cache) RegisterType(n string, typ Type, opts *RegisterOptions) {
 	if opts != nil {
 		te.opts = *opts
 	}
-	if o := te.opts; o.LastGetTTL < 0 || o.RefreshTimer < 0 || o.RefreshTimeout < 0 {
-		panic(fmt.Sprintf("cache: RegisterType of %q with a negative duration: LastGetTTL %v, RefreshTimer %v, RefreshTimeout %v",
-			n, o.LastGetTTL, o.RefreshTimer, o.RefreshTimeout))
+	if o := te.opts; o.LastGetTTL < 0 || o.RefreshTimer < 0 || o.RefreshTimeout < 0 || o.RefreshMaxFailures < 0 {
+		panic(fmt.Sprintf("cache: RegisterType of %q with a negative option: LastGetTTL %v, RefreshTimer %v, RefreshTimeout %v, RefreshMaxFailures %d",
+			n, o.LastGetTTL, o.RefreshTimer, o.RefreshTimeout, o.RefreshMaxFailures))
 	}
 	if te.opts.LastGetTTL == 0 {
 		te.opts.LastGetTTL = 72 * time.Hour // days are a reasonable default
@@ -529,7 +490,8 @@ func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *re
 		return false
 	}
 	if te.opts.Refresh {
-		return true
+		// Until a Get restarts a refresh that an error stopped.
+		return !res.stopped()
 	}
 	if info.MaxAge > 0 && time.Duration(now-res.fetchedAt) > info.MaxAge {
 		return false
@@ -614,13 +576,14 @@ func (c *Cache) runSideFetch(e *entry, lp *entryLoop, te *typeEntry, r Request) 
 func (c *Cache) publishSide(e *entry, lp *entryLoop, prev *result, fr FetchResult, err error) {
 	now := c.now()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.res.Store(e.result().follow(prev, fr, err, now))
+	closeSt := e.store(e.result().follow(prev, fr, err, now, false))
 	if err == nil && e.loop.Load() == lp {
 		e.wake()
 	}
 	close(lp.side)
 	lp.side = nil
+	e.mu.Unlock()
+	c.closeState(e, closeSt)
 }
 
 // startRefresh starts the background refresh of a prepopulated entry, with
@@ -713,7 +676,7 @@ func (c *Cache) lookupOrCreate(key keyRef, te *typeEntry) *entry {
 	s.mu.Unlock()
 
 	c.metrics.gauge(c.metrics.entriesCount, float32(n))
-	if c.maxEntries > 0 && n > int64(c.maxEntries) {
+	if max := c.settings.Load().maxEntries; max > 0 && n > int64(max) {
 		c.evictOverflow()
 	}
 	return e
@@ -725,7 +688,7 @@ func (c *Cache) lookupOrCreate(key keyRef, te *typeEntry) *entry {
 // expires like any other, and for a type with Refresh, its background
 // refresh starts with the first Get that hits it (Prepopulate has no
 // Request to fetch with). It returns an error for an unknown type, an empty
-// key, a nil Value or a zero Index.
+// key, a nil Value or a zero Index, and ErrClosed after Close.
 func (c *Cache) Prepopulate(t string, res FetchResult, dc, token, key string) error {
 	te := c.typeEntry(t)
 	switch {
@@ -737,6 +700,8 @@ func (c *Cache) Prepopulate(t string, res FetchResult, dc, token, key string) er
 		return fmt.Errorf("cache: prepopulate type %q, key %q: nil value", t, key)
 	case res.Index == 0:
 		return fmt.Errorf("cache: prepopulate type %q, key %q: zero index", t, key)
+	case c.closed.Load():
+		return ErrClosed
 	}
 	var kbuf [128]byte
 	k := c.makeKey(kbuf[:], t, dc, token, key)
@@ -747,12 +712,13 @@ func (c *Cache) Prepopulate(t string, res FetchResult, dc, token, key string) er
 			e.mu.Unlock()
 			continue // evicted just now: store in a new entry
 		}
-		e.res.Store(newResult(res.Value, res.Index, c.now(), res.State, nil))
+		closeSt := e.store(newResult(res.Value, res.Index, c.now(), resultExtra{state: res.State}))
 		e.wake()
 		if te.opts.Refresh && !e.fetching {
 			e.refreshPending.Store(true)
 		}
 		e.mu.Unlock()
+		c.closeState(e, closeSt)
 		c.addExpiry(e)
 		return nil
 	}
@@ -781,15 +747,20 @@ func (c *Cache) Close() error {
 	close(c.stopCh)
 	// A loop started before closed was set is in a shard map by now, and
 	// one that was not yet started sees closed under its entry's lock.
+	var states []retired
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.RLock()
 		for _, e := range s.m {
 			e.mu.Lock()
 			e.stop()
+			if st := e.retire(); st != nil {
+				states = append(states, retired{e, st})
+			}
 			e.mu.Unlock()
 		}
 		s.mu.RUnlock()
 	}
+	c.closeStates(states)
 	return nil
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,7 +106,7 @@ type result struct {
 	// 0 while value is nil.
 	fetchedAt int64
 
-	// extra is nil when both its fields are.
+	// extra is nil when all its fields are zero.
 	extra *resultExtra
 }
 
@@ -115,6 +117,14 @@ type resultExtra struct {
 	// err is the error of the latest fetch. When both value and err are
 	// set, err is newer than value: a successful fetch always clears it.
 	err error
+
+	// fetchIndex, when not 0, is the index to block on next instead of
+	// index: a NotModified fetch moved it without changing the value.
+	fetchIndex uint64
+
+	// stopped is set when err ended the background refresh (StopRefresh,
+	// RefreshMaxFailures): the next Get fetches again.
+	stopped bool
 }
 
 // valid reports whether a fetch has ever returned a value.
@@ -136,11 +146,25 @@ func (r *result) err() error {
 	return r.extra.err
 }
 
-// newResult returns a result, with an extra only if state or err is set.
-func newResult(value interface{}, index uint64, fetchedAt int64, state interface{}, err error) *result {
+// fetchIndex returns the index the next blocking fetch waits on.
+func (r *result) fetchIndex() uint64 {
+	if r.extra != nil && r.extra.fetchIndex != 0 {
+		return r.extra.fetchIndex
+	}
+	return r.index
+}
+
+// stopped reports whether the result's error ended the background refresh.
+func (r *result) stopped() bool { return r.extra != nil && r.extra.stopped }
+
+// newResult returns a result, with an extra only if one of its fields is
+// set.
+func newResult(value interface{}, index uint64, fetchedAt int64, x resultExtra) *result {
 	r := &result{value: value, index: index, fetchedAt: fetchedAt}
-	if state != nil || err != nil {
-		r.extra = &resultExtra{state: state, err: err}
+	// Not x != resultExtra{}: that panics for a state of an incomparable
+	// type.
+	if x.state != nil || x.err != nil || x.fetchIndex != 0 || x.stopped {
+		r.extra = &x
 	}
 	return r
 }
@@ -203,6 +227,10 @@ type entry struct {
 	// It is written with both Cache.expiryMu and mu held, so either lock
 	// is enough to read it.
 	evicted bool
+	// stateClosed is set once the entry's state was closed (see
+	// closeState), on eviction or Close; any state stored later is closed
+	// as it comes. Guarded by mu.
+	stateClosed bool
 
 	// shard is the index of the shard whose map holds the entry. It never
 	// changes.
@@ -235,8 +263,9 @@ type entryLoop struct {
 	side chan struct{}
 
 	// limiter bounds the entry's fetch rate; nil when Options set no limit.
-	// It is set at creation and only the entry's fetch loop uses it.
-	limiter *rate.Limiter
+	// It is set at creation and by ReloadOptions (under entry.mu), and
+	// read by the entry's fetch loop.
+	limiter atomic.Pointer[rate.Limiter]
 
 	// lostContact is when background refresh first failed, as an offset
 	// from Cache.epoch; 0 while it is connected.
@@ -244,12 +273,25 @@ type entryLoop struct {
 }
 
 // apply returns the result that follows r after a fetch that returned fr
-// and err at time now (an offset from Cache.epoch).
-func (r *result) apply(fr FetchResult, err error, now int64) *result {
-	value, index, fetchedAt, state := r.value, r.index, r.fetchedAt, r.state()
+// and err at time now (an offset from Cache.epoch). stop tells that err
+// ended the background refresh.
+func (r *result) apply(fr FetchResult, err error, now int64, stop bool) *result {
+	value, index, fetchedAt := r.value, r.index, r.fetchedAt
 	// err replaces the older error; a success clears it.
-	if fr.Value != nil {
-		value, state, index = fr.Value, fr.State, fr.Index
+	x := resultExtra{state: r.state(), err: err, stopped: stop}
+	if r.extra != nil {
+		x.fetchIndex = r.extra.fetchIndex
+	}
+	switch {
+	case fr.NotModified && err == nil && r.valid():
+		// The value stands: only its freshness, state and the index to
+		// block on move on. Callers and watchers see no change.
+		fetchedAt, x.state = now, fr.State
+		if fr.Index > index {
+			x.fetchIndex = fr.Index
+		}
+	case fr.Value != nil:
+		value, x.state, index, x.fetchIndex = fr.Value, fr.State, fr.Index, 0
 		fetchedAt = now
 		// Index 0 would make the next blocking fetch return at once, and so
 		// a hot loop. No real data has index 1 (Raft bootstraps there), so 1
@@ -257,12 +299,12 @@ func (r *result) apply(fr FetchResult, err error, now int64) *result {
 		if index < 1 {
 			index = 1
 		}
-	} else if fr.State != nil && err == nil {
+	case fr.State != nil && err == nil:
 		// No value yet (a masked timeout or rate limit, say), but the type's
 		// retry state must be kept for the next attempt.
-		state = fr.State
+		x.state = fr.State
 	}
-	return newResult(value, index, fetchedAt, state, err)
+	return newResult(value, index, fetchedAt, x)
 }
 
 // closedCh is a closed channel, returned to callers that should look again
@@ -279,9 +321,7 @@ func (c *Cache) loopState(e *entry) *entryLoop {
 	lp := e.loop.Load()
 	if lp == nil {
 		lp = &entryLoop{}
-		if c.fetchRate != rate.Inf {
-			lp.limiter = rate.NewLimiter(c.fetchRate, c.fetchBurst)
-		}
+		lp.setLimit(c.settings.Load())
 		e.loop.Store(lp)
 	}
 	return lp
@@ -316,6 +356,70 @@ func (c *Cache) entryStopCh(e *entry) chan struct{} {
 		}
 	}
 	return lp.stop
+}
+
+// store publishes next as the entry's result. If the entry's state was
+// closed already, it returns a new state in next, which the caller must
+// close once it has released e.mu (see Cache.closeState). e.mu must be
+// held.
+func (e *entry) store(next *result) (closeSt any) {
+	old := e.result().state()
+	e.res.Store(next)
+	if st := next.state(); e.stateClosed && st != nil && !sameState(st, old) {
+		return st
+	}
+	return nil
+}
+
+// retire marks the entry's state closed and returns it, for the caller to
+// close once it has released its locks; nil if it was closed already. It
+// is called on eviction and Close. e.mu must be held.
+func (e *entry) retire() (closeSt any) {
+	if e.stateClosed {
+		return nil
+	}
+	e.stateClosed = true
+	return e.result().state()
+}
+
+// retired is the state of an entry that left the cache, to be closed.
+type retired struct {
+	e  *entry
+	st any
+}
+
+// closeStates closes the states in rs; see closeState.
+func (c *Cache) closeStates(rs []retired) {
+	for _, r := range rs {
+		c.closeState(r.e, r.st)
+	}
+}
+
+// sameState reports whether a and b are the same state. States of types
+// that == cannot compare (it would panic) are taken as different.
+func sameState(a, b any) bool {
+	t := reflect.TypeOf(a)
+	return t == reflect.TypeOf(b) && t.Comparable() && a == b
+}
+
+// closeState closes st, a state the entry e held, if it is an io.Closer.
+// It must be called without any of the cache's locks held: Close is the
+// Type's code. A panic or error is logged, not propagated: it happens on
+// the cache's goroutines.
+func (c *Cache) closeState(e *entry, st any) {
+	cl, ok := st.(io.Closer)
+	if !ok {
+		return
+	}
+	k := decodeKey(e.key)
+	defer func() {
+		if v := recover(); v != nil {
+			c.logger().Error("cache: closing an entry's state panicked", logAttrs(&k, "panic", redact(k.token, fmt.Sprint(v)))...)
+		}
+	}()
+	if err := cl.Close(); err != nil {
+		c.logger().Warn("cache: closing an entry's state failed", logAttrs(&k, "error", redact(k.token, err.Error()))...)
+	}
 }
 
 // stop ends the entry's loop waits and cancels its fetches' context, on
@@ -364,7 +468,7 @@ func (c *Cache) runFetchLoop(e *entry, lp *entryLoop, te *typeEntry, r Request) 
 	defer func() {
 		if !done {
 			c.publish(e, nil, FetchResult{}, fmt.Errorf("cache: fetch of type %q, key %q exited without a result",
-				te.name, k.key), false)
+				te.name, k.key), false, false)
 			c.addExpiry(e)
 		}
 	}()
@@ -382,7 +486,7 @@ func (c *Cache) runFetchLoop(e *entry, lp *entryLoop, te *typeEntry, r Request) 
 		if more {
 			wait := backOffWait(attempt)
 			if wait > 0 {
-				c.log.Debug("cache: backing off", logAttrs(&k, "wait", wait, "failures", attempt)...)
+				c.logger().Debug("cache: backing off", logAttrs(&k, "wait", wait, "failures", attempt)...)
 			}
 			more = c.refreshWait(e, wait+te.opts.RefreshTimer)
 		}
@@ -425,11 +529,11 @@ func (c *Cache) beginFetch(e *entry, lp *entryLoop, blocking bool) bool {
 func fetchOptions(te *typeEntry, prev *result) FetchOptions {
 	var opts FetchOptions
 	if te.typ.SupportsBlocking() {
-		opts.MinIndex = prev.index
+		opts.MinIndex = prev.fetchIndex()
 		opts.Timeout = te.opts.RefreshTimeout
 	}
 	if prev.valid() {
-		opts.LastResult = &FetchResult{Value: prev.value, State: prev.state(), Index: prev.index}
+		opts.LastResult = &FetchResult{Value: prev.value, State: prev.state(), Index: prev.fetchIndex()}
 	}
 	return opts
 }
@@ -458,8 +562,12 @@ func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r
 		connected.Stop()
 	}
 
+	var stop bool
 	if err == nil {
 		c.countSuccess(te)
+		if fr.NotModified {
+			c.metrics.incr(te.keys.fetchNotModified)
+		}
 		if fr.Index > 0 {
 			attempt = 0
 		} else {
@@ -473,6 +581,7 @@ func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r
 	} else {
 		attempt++
 		c.countError(te, k, err, attempt)
+		stop = c.stopsRefresh(te, k, err, attempt)
 		if te.opts.Refresh {
 			lp.lostContact.CompareAndSwap(0, c.now())
 		}
@@ -482,8 +591,27 @@ func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r
 	// entry accounted for, and a burst of misses is held back by the
 	// expiry lock rather than piling up fetch goroutines behind it.
 	c.addExpiry(e)
-	more := c.publish(e, prev, fr, err, te.opts.Refresh)
+	more := c.publish(e, prev, fr, err, te.opts.Refresh, stop)
 	return attempt, more
+}
+
+// stopsRefresh reports whether err, the latest of failures in a row, ends
+// the background refresh of a refreshing type: it was wrapped by
+// StopRefresh (which is counted for every type), or the failures reached
+// RefreshMaxFailures.
+func (c *Cache) stopsRefresh(te *typeEntry, k *entryKey, err error, failures uint) bool {
+	terminal := isStopRefresh(err)
+	if terminal {
+		c.metrics.incr(te.keys.fetchErrorTerminal)
+	}
+	if !te.opts.Refresh {
+		return false
+	}
+	if !terminal && (te.opts.RefreshMaxFailures <= 0 || failures < uint(te.opts.RefreshMaxFailures)) {
+		return false
+	}
+	c.logger().Warn("cache: background refresh stopped until the next Get", logAttrs(k, "error", err.Error(), "failures", failures)...)
+	return true
 }
 
 // countSuccess counts a successful fetch.
@@ -497,33 +625,43 @@ func (c *Cache) countSuccess(te *typeEntry) {
 func (c *Cache) countError(te *typeEntry, k *entryKey, err error, failures uint) {
 	c.metrics.incr(c.metrics.fetchError)
 	c.metrics.incr(te.keys.fetchError)
-	c.log.Warn("cache: fetch failed", logAttrs(k, "error", err.Error(), "failures", failures)...)
+	c.logger().Warn("cache: fetch failed", logAttrs(k, "error", err.Error(), "failures", failures)...)
 }
 
 // publish applies a fetch's outcome to the entry's result and wakes its
-// waiters. prev is the result the fetch started from, nil if unknown. It
-// reports whether the loop should go on refreshing; if not, the loop is
-// over as of this call, so the next Get that needs data starts a new one.
-func (c *Cache) publish(e *entry, prev *result, fr FetchResult, err error, refresh bool) bool {
+// waiters. prev is the result the fetch started from, nil if unknown; stop
+// tells that err ends the background refresh. It reports whether the loop
+// should go on refreshing; if not, the loop is over as of this call, so
+// the next Get that needs data starts a new one.
+func (c *Cache) publish(e *entry, prev *result, fr FetchResult, err error, refresh, stop bool) bool {
 	now := c.now()
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	// An evicted entry still takes the result, for the callers that waited
 	// on it, but it is no longer in the cache: nothing brings it back.
-	e.res.Store(e.result().follow(prev, fr, err, now))
+	closeSt := e.store(e.result().follow(prev, fr, err, now, stop))
+	more := c.loopAfterPublish(e, refresh, stop)
+	e.mu.Unlock()
+	c.closeState(e, closeSt)
+	return more
+}
+
+// loopAfterPublish wakes the entry's waiters after a loop published, and
+// reports whether the loop goes on: only for a refresh that was not
+// stopped, of an entry still cached. e.mu must be held.
+func (c *Cache) loopAfterPublish(e *entry, refresh, stop bool) bool {
 	e.wake()
 	lp := e.loop.Load()
 	if lp != nil {
 		lp.blocking = false
 	}
-	more := refresh && !e.evicted && !c.closed.Load()
+	more := refresh && !stop && !e.evicted && !c.closed.Load()
 	if !more {
 		e.fetching = false
 		// Nothing of the loop is needed until the next one: free it,
 		// unless it holds the limiter (which must outlive the loop so that
 		// restarts cannot bypass it), a refreshing type's lostContact or a
 		// revalidation in flight.
-		if lp != nil && !refresh && lp.limiter == nil && lp.waiter == nil && lp.side == nil {
+		if lp != nil && !refresh && lp.limiter.Load() == nil && lp.waiter == nil && lp.side == nil {
 			e.loop.Store(nil)
 		}
 	}
@@ -539,24 +677,49 @@ func (c *Cache) publish(e *entry, prev *result, fr FetchResult, err error, refre
 // such a newer one is an answer to an older question, not a reset, so it
 // is dropped; a lower index than the one the fetch asked about is a reset
 // and is kept.
-func (cur *result) follow(prev *result, fr FetchResult, err error, now int64) *result {
+func (cur *result) follow(prev *result, fr FetchResult, err error, now int64, stop bool) *result {
 	if prev != nil && cur != prev && fr.Value != nil && fr.Index < cur.index {
 		fr = FetchResult{}
 	}
-	return cur.apply(fr, err, now)
+	return cur.apply(fr, err, now, stop)
 }
 
 // limitWait waits for the entry's fetch rate limiter, if it has one. It
 // returns false if the entry was evicted or the cache closed meanwhile.
 func (c *Cache) limitWait(e *entry, lp *entryLoop) bool {
-	if lp.limiter == nil {
-		return true
+	for {
+		reloaded := *c.reloaded.Load()
+		lim := lp.limiter.Load()
+		if lim == nil {
+			return true
+		}
+		rv := lim.Reserve()
+		d := rv.Delay()
+		if d == 0 {
+			return true
+		}
+		switch c.limiterSleep(e, d, reloaded) {
+		case limitPassed:
+			return true
+		case limitStopped:
+			rv.Cancel()
+			c.stopLoop(e)
+			return false
+		}
+		rv.Cancel() // the limit changed: reserve again under the new one
 	}
-	rv := lp.limiter.Reserve()
-	d := rv.Delay()
-	if d == 0 {
-		return true
-	}
+}
+
+// Outcomes of Cache.limiterSleep.
+const (
+	limitPassed   = iota // the wait is over
+	limitStopped         // the entry was evicted or the cache closed
+	limitReloaded        // ReloadOptions changed the limits
+)
+
+// limiterSleep waits d for the rate limiter, unless the entry is evicted,
+// the cache closed or reloaded closed first.
+func (c *Cache) limiterSleep(e *entry, d time.Duration, reloaded <-chan struct{}) int {
 	e.mu.Lock()
 	stop := c.entryStopCh(e)
 	e.mu.Unlock()
@@ -564,11 +727,11 @@ func (c *Cache) limitWait(e *entry, lp *entryLoop) bool {
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return true
+		return limitPassed
 	case <-stop:
-		rv.Cancel()
-		c.stopLoop(e)
-		return false
+		return limitStopped
+	case <-reloaded:
+		return limitReloaded
 	}
 }
 

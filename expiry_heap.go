@@ -43,7 +43,7 @@ const evictBatch = 256
 // LastGetTTL from now, and wakes the expiry loop if it now expires first.
 // Entries already in the heap, or evicted, are left alone.
 func (c *Cache) addExpiry(e *entry) {
-	if c.pushExpiry(e) && c.maxEntries > 0 && c.count.Load() > int64(c.maxEntries) {
+	if max := c.settings.Load().maxEntries; c.pushExpiry(e) && max > 0 && c.count.Load() > int64(max) {
 		// Entries are evictable only from here on, so the bound may have
 		// been left exceeded when they were created.
 		c.evictOverflow()
@@ -100,6 +100,15 @@ func (c *Cache) runExpiryLoop() {
 // expireDue evicts up to evictBatch due entries and returns how long until
 // the next one is due; ok is false if the heap is empty.
 func (c *Cache) expireDue() (wait time.Duration, ok bool) {
+	var closing []retired
+	wait, ok = c.expireBatch(&closing)
+	c.closeStates(closing)
+	return wait, ok
+}
+
+// expireBatch is expireDue under expiryMu; the states of the evicted
+// entries are added to closing.
+func (c *Cache) expireBatch(closing *[]retired) (wait time.Duration, ok bool) {
 	c.expiryMu.Lock()
 	defer c.expiryMu.Unlock()
 	now := c.now()
@@ -112,7 +121,7 @@ func (c *Cache) expireDue() (wait time.Duration, ok bool) {
 			return 0, true
 		}
 		heap.Pop(&c.expiry)
-		c.evict(e, c.metrics.evictExpired)
+		c.evict(e, c.metrics.evictExpired, closing)
 		c.expiry.shrink()
 	}
 	return 0, false
@@ -148,12 +157,14 @@ func (s *shard) shrink() {
 // at most MaxEntries, or nothing evictable is left (entries whose first
 // fetch is still running are not in the heap yet).
 func (c *Cache) evictOverflow() {
+	var closing []retired
 	c.expiryMu.Lock()
-	defer c.expiryMu.Unlock()
-	for c.count.Load() > int64(c.maxEntries) && len(c.expiry) > 0 {
+	for max := c.settings.Load().maxEntries; max > 0 && c.count.Load() > int64(max) && len(c.expiry) > 0; {
 		c.head(c.now()) // the true soonest is on top
-		c.evict(heap.Pop(&c.expiry).(*entry), c.metrics.evictSize)
+		c.evict(heap.Pop(&c.expiry).(*entry), c.metrics.evictSize, &closing)
 	}
+	c.expiryMu.Unlock()
+	c.closeStates(closing)
 }
 
 // head returns the entry that truly expires first. Hits do not touch the
@@ -178,8 +189,10 @@ func (c *Cache) head(now int64) *entry {
 }
 
 // evict removes e from the cache and stops its fetch loop, counting it
-// under the metric name reason. c.expiryMu must be held.
-func (c *Cache) evict(e *entry, reason []string) {
+// under the metric name reason. Its state, if it has one to close, is
+// added to closing, to be closed once expiryMu is released. c.expiryMu
+// must be held.
+func (c *Cache) evict(e *entry, reason []string, closing *[]retired) {
 	s := &c.shards[e.shard]
 	s.mu.Lock()
 	if s.m[e.key] == e {
@@ -191,6 +204,9 @@ func (c *Cache) evict(e *entry, reason []string) {
 	e.mu.Lock()
 	e.evicted = true
 	e.stop()
+	if st := e.retire(); st != nil {
+		*closing = append(*closing, retired{e, st})
+	}
 	e.mu.Unlock()
 
 	c.metrics.incr(reason)

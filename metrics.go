@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"sync/atomic"
+
 	metrics "github.com/armon/go-metrics"
 )
 
@@ -8,7 +10,7 @@ import (
 // name is built once, with the cache's prefix, so that emitting allocates
 // nothing.
 type cacheMetrics struct {
-	m      *metrics.Metrics // nil: the global instance
+	m      atomic.Pointer[metrics.Metrics] // nil: the global instance
 	prefix []string
 
 	bypass, fetchSuccess, fetchError, fetchPanic []string
@@ -19,13 +21,16 @@ type cacheMetrics struct {
 type typeKeys struct {
 	hit, missNew, missBlock              []string
 	fetchSuccess, fetchError, fetchPanic []string
+	fetchNotModified, fetchErrorTerminal []string
 }
 
 // defaultMetricsPrefix keeps the seed's metric names.
 var defaultMetricsPrefix = []string{"consul", "cache"}
 
-func newCacheMetrics(o *Options) cacheMetrics {
-	cm := cacheMetrics{m: o.Metrics, prefix: o.MetricsPrefix}
+// init sets the metrics up for a cache with the options o.
+func (cm *cacheMetrics) init(o *Options) {
+	cm.m.Store(o.Metrics)
+	cm.prefix = o.MetricsPrefix
 	if cm.prefix == nil {
 		cm.prefix = defaultMetricsPrefix
 	}
@@ -36,7 +41,6 @@ func newCacheMetrics(o *Options) cacheMetrics {
 	cm.evictExpired = cm.key("evict_expired")
 	cm.evictSize = cm.key("evict_size")
 	cm.entriesCount = cm.key("entries_count")
-	return cm
 }
 
 // typeKeys returns the metric names of the type registered as name.
@@ -48,6 +52,9 @@ func (cm *cacheMetrics) typeKeys(name string) typeKeys {
 		fetchSuccess: cm.key(name, "fetch_success"),
 		fetchError:   cm.key(name, "fetch_error"),
 		fetchPanic:   cm.key(name, "fetch_panic"),
+
+		fetchNotModified:   cm.key(name, "fetch_not_modified"),
+		fetchErrorTerminal: cm.key(name, "fetch_error_terminal"),
 	}
 }
 
@@ -66,8 +73,8 @@ var blackhole = metrics.Default()
 
 // sink returns where metrics go, or nil if nowhere.
 func (cm *cacheMetrics) sink() *metrics.Metrics {
-	if cm.m != nil {
-		return cm.m
+	if m := cm.m.Load(); m != nil {
+		return m
 	}
 	if m := metrics.Default(); m != blackhole {
 		return m

@@ -281,16 +281,18 @@ func TestCachePrepopulate_refreshRunningLoopNotDoubled(t *testing.T) {
 	})
 }
 
-// Pins: after Close, a prepopulated Refresh entry is still served but its
-// first hit starts no refresh.
-func TestCachePrepopulate_afterCloseNoRefresh(t *testing.T) {
+// Pins: Prepopulate after Close stores nothing and returns ErrClosed; a
+// value prepopulated before Close is still served after it, and its first
+// hit starts no refresh.
+func TestCachePrepopulate_afterClose(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		c, _ := cacheBubble(t)
 		var log cacheFetchLog
 		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
-		require.NoError(t, c.Close())
 		require.NoError(t, c.Prepopulate("t", FetchResult{Value: "pre", Index: 3}, "", "", "k"))
+		require.NoError(t, c.Close())
+		require.ErrorIs(t, c.Prepopulate("t", FetchResult{Value: "late", Index: 4}, "", "", "k"), ErrClosed)
 		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "pre", v)
 		require.True(t, meta.Hit)

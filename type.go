@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"strings"
@@ -79,6 +80,45 @@ type FetchResult struct {
 	// with a value is stored as 1 so that the next blocking fetch blocks;
 	// a fetch that returns index 0 counts as a failed attempt for back-off.
 	Index uint64
+
+	// NotModified says that the value has not changed since
+	// FetchOptions.LastResult, so that a server can answer "nothing new"
+	// without sending the value again; Value is then ignored. The cache
+	// keeps its value and takes the result's State, its fetch time (for
+	// MaxAge and Age) and, if higher, its Index as the index the next
+	// blocking fetch waits on. To callers and watchers nothing changed:
+	// Gets blocked on the value's index keep waiting, Notify sends
+	// nothing, and ResultMeta.Index stays the value's. It is counted as
+	// <prefix>.<type>.fetch_not_modified, besides fetch_success. Without a
+	// cached value it means no value, as a nil Value does.
+	NotModified bool
+}
+
+// StopRefresh wraps err, returned by a Type's Fetch, to say that retrying
+// is pointless until something changes: the ACL token of the request was
+// deleted, say. The background refresh of the entry then stops after
+// handing the error to the callers waiting for it; the cached value stays
+// until its TTL, and the next Get of the entry fetches again (and so
+// restarts the refresh). errors.Is and errors.As see err through the
+// wrapper. It is counted as <prefix>.<type>.fetch_error_terminal, besides
+// fetch_error. StopRefresh(nil) is nil.
+func StopRefresh(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &stopRefreshError{err}
+}
+
+// stopRefreshError is an error wrapped by StopRefresh.
+type stopRefreshError struct{ err error }
+
+func (e *stopRefreshError) Error() string { return e.err.Error() }
+func (e *stopRefreshError) Unwrap() error { return e.err }
+
+// isStopRefresh reports whether err was wrapped by StopRefresh.
+func isStopRefresh(err error) bool {
+	var s *stopRefreshError
+	return errors.As(err, &s)
 }
 
 // FetchFunc adapts an ordinary function to a Type that does not support
@@ -115,7 +155,7 @@ func (c *Cache) callFetch(ctx context.Context, te *typeEntry, k *entryKey, opts 
 			fr, err = FetchResult{}, fmt.Errorf("cache: fetch of type %q, key %q panicked: %s", te.name, k.key, msg)
 			c.metrics.incr(c.metrics.fetchPanic)
 			c.metrics.incr(te.keys.fetchPanic)
-			c.log.Error("cache: fetch panicked", logAttrs(k, "panic", msg, "stack", string(debug.Stack()))...)
+			c.logger().Error("cache: fetch panicked", logAttrs(k, "panic", msg, "stack", string(debug.Stack()))...)
 		}
 		if err != nil {
 			err = redactError(k.token, err)
