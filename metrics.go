@@ -1,8 +1,6 @@
 package cache
 
 import (
-	"sync/atomic"
-
 	metrics "github.com/armon/go-metrics"
 )
 
@@ -10,7 +8,7 @@ import (
 // name is built once, with the cache's prefix, so that emitting allocates
 // nothing.
 type cacheMetrics struct {
-	m      atomic.Pointer[metrics.Metrics] // nil: the global instance
+	m      *metrics.Metrics // nil: the global instance; fixed by New
 	prefix []string
 
 	bypass, fetchSuccess, fetchError, fetchPanic []string
@@ -29,7 +27,7 @@ var defaultMetricsPrefix = []string{"consul", "cache"}
 
 // init sets the metrics up for a cache with the options o.
 func (cm *cacheMetrics) init(o *Options) {
-	cm.m.Store(o.Metrics)
+	cm.m = o.Metrics
 	cm.prefix = o.MetricsPrefix
 	if cm.prefix == nil {
 		cm.prefix = defaultMetricsPrefix
@@ -73,8 +71,8 @@ var blackhole = metrics.Default()
 
 // sink returns where metrics go, or nil if nowhere.
 func (cm *cacheMetrics) sink() *metrics.Metrics {
-	if m := cm.m.Load(); m != nil {
-		return m
+	if cm.m != nil {
+		return cm.m
 	}
 	if m := metrics.Default(); m != blackhole {
 		return m

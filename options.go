@@ -85,21 +85,18 @@ func (c *Cache) logger() *slog.Logger { return c.settings.Load().log }
 //     they hold), entries without one get one, and a rate of 0 lifts the
 //     limit. A fetch waiting for its limiter waits again under the new
 //     setting.
-//   - Logger and Metrics apply from the next line logged or metric sent.
+//   - Logger applies from the next line logged.
 //   - MaxEntries applies from the next entry created; a lower bound
 //     evicts the entries over it at once.
-//   - MetricsPrefix cannot change: a different one is ignored, and does
-//     not count as a change.
+//   - MetricsPrefix and Metrics cannot change: the hit path sends to the
+//     instance and names fixed by New without any synchronisation. They
+//     are ignored, and do not count as a change.
 func (c *Cache) ReloadOptions(o Options) bool {
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
 	old, next := c.settings.Load(), newSettings(&o)
-	changed := *old != *next
-	if c.metrics.m.Swap(o.Metrics) != o.Metrics {
-		changed = true
-	}
 	if *old == *next {
-		return changed
+		return false
 	}
 	c.settings.Store(next)
 	if old.fetchRate != next.fetchRate || old.fetchBurst != next.fetchBurst {
@@ -108,7 +105,7 @@ func (c *Cache) ReloadOptions(o Options) bool {
 	if next.maxEntries > 0 && (old.maxEntries == 0 || next.maxEntries < old.maxEntries) {
 		c.evictOverflow()
 	}
-	return changed
+	return true
 }
 
 // applyLimits gives every entry's loop the fetch rate limit of s, then

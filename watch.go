@@ -74,9 +74,12 @@ func (c *Cache) NotifyCallback(ctx context.Context, t string, r Request, correla
 	if cb == nil {
 		return fmt.Errorf("cache: NotifyCallback of type %q: nil callback", t)
 	}
-	info, err := checkRequest("Notify", t, r)
-	if err != nil {
-		return err
+	if r == nil {
+		return nilRequest("Notify", t)
+	}
+	info := r.CacheInfo()
+	if info.Timeout < 0 || info.MaxAge < 0 {
+		return badRequestInfo("Notify", t, &info)
 	}
 	if te.typ.SupportsBlocking() {
 		go c.notifyBlockingQuery(ctx, t, r, info, correlationID, cb)
