@@ -92,20 +92,27 @@ func (c *Cache) logger() *slog.Logger { return c.settings.Load().log }
 //     instance and names fixed by New without any synchronisation. They
 //     are ignored, and do not count as a change.
 func (c *Cache) ReloadOptions(o Options) bool {
+	old, next, changed := c.reload(&o)
+	// Outside reloadMu: evicting closes states, which runs the Type's code.
+	if changed && next.maxEntries > 0 && (old.maxEntries == 0 || next.maxEntries < old.maxEntries) {
+		c.evictOverflow()
+	}
+	return changed
+}
+
+// reload stores the settings of o and applies new limits, under reloadMu.
+func (c *Cache) reload(o *Options) (old, next *settings, changed bool) {
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
-	old, next := c.settings.Load(), newSettings(&o)
+	old, next = c.settings.Load(), newSettings(o)
 	if *old == *next {
-		return false
+		return old, next, false
 	}
 	c.settings.Store(next)
 	if old.fetchRate != next.fetchRate || old.fetchBurst != next.fetchBurst {
 		c.applyLimits(next)
 	}
-	if next.maxEntries > 0 && (old.maxEntries == 0 || next.maxEntries < old.maxEntries) {
-		c.evictOverflow()
-	}
-	return true
+	return old, next, true
 }
 
 // applyLimits gives every entry's loop the fetch rate limit of s, then
