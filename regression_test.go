@@ -1,0 +1,1427 @@
+package cache
+
+// Regression tests: one per defect of the seed (the agent cache of Consul
+// v1.4.5) or of a later Consul version that this package fixes. The comment
+// of each test names the defect, with its Consul issue where there is one,
+// and says what the seed's design did wrong, so that it reads as the failure
+// the test prevents.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/mock"
+	"github.com/stretchr/testify/require"
+)
+
+// ---------------------------------------------------------------------------
+// Helpers (prefixed "reg" so they do not collide with other test files).
+
+// regContextType adapts a function to a ContextType: the cache must call
+// FetchContext, never Fetch.
+type regContextType struct {
+	blocking bool
+	fetch    func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error)
+}
+
+func (rt regContextType) Fetch(FetchOptions, Request) (FetchResult, error) {
+	return FetchResult{}, errors.New("cache test: Fetch called on a ContextType")
+}
+
+func (rt regContextType) FetchContext(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
+	return rt.fetch(ctx, o, r)
+}
+
+func (rt regContextType) SupportsBlocking() bool { return rt.blocking }
+
+// regRecord records, in log, a Fetch of a type that is not a MockType.
+func regRecord(log *cacheFetchLog, o FetchOptions, r Request) {
+	log.record(mock.Arguments{o, r})
+}
+
+// regGate returns a channel and a func that closes it. The func may be
+// called more than once, and is called when the test ends, so that a fetch
+// waiting on the channel cannot outlive the bubble. Called before
+// cacheBubble, it opens the gate only after the cache is closed.
+func regGate(t *testing.T) (<-chan struct{}, func()) {
+	ch := make(chan struct{})
+	open := sync.OnceFunc(func() { close(ch) })
+	t.Cleanup(open)
+	return ch, open
+}
+
+// regBackOffBase is the documented least back-off after n failures in a
+// row: none up to CacheRefreshBackoffMin, then 2 s, doubling up to
+// CacheRefreshMaxWait. The wait itself adds a stagger below the base.
+func regBackOffBase(n int) time.Duration {
+	if n <= CacheRefreshBackoffMin {
+		return 0
+	}
+	shift := n - CacheRefreshBackoffMin
+	if shift >= 6 { // 64 s: past the cap
+		return CacheRefreshMaxWait
+	}
+	return min(time.Duration(1<<shift)*time.Second, CacheRefreshMaxWait)
+}
+
+// regRequireBackOff checks that times, the start times of failing fetches
+// that each took d (with no RefreshTimer), follow a single back-off
+// schedule: fetch i+1 starts d after fetch i, plus the back-off after i
+// failures, which is at least its base and less than twice it.
+func regRequireBackOff(t *testing.T, times []time.Time, d time.Duration) {
+	t.Helper()
+	for i := 1; i < len(times); i++ {
+		wait := times[i].Sub(times[i-1]) - d
+		base := regBackOffBase(i)
+		if base == 0 {
+			require.Equal(t, time.Duration(0), wait, "wait before fetch %d (after %d failures)", i+1, i)
+			continue
+		}
+		require.GreaterOrEqual(t, wait, base, "wait before fetch %d (after %d failures)", i+1, i)
+		require.Less(t, wait, 2*base, "wait before fetch %d (after %d failures)", i+1, i)
+	}
+}
+
+// regRaise raises m to v if v is greater.
+func regRaise(m *atomic.Int32, v int32) {
+	for old := m.Load(); v > old && !m.CompareAndSwap(old, v); old = m.Load() {
+	}
+}
+
+// regSleep returns a wait func for cacheFetchLog.on (or for a Fetch of
+// its own) that sleeps d, or less if release is closed first: unlike
+// cacheSleep, it cannot outlive a bubble whose test failed early.
+func regSleep(d time.Duration, release <-chan struct{}) func() {
+	return func() {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-release:
+		}
+	}
+}
+
+// regGoGetContext is cacheGoGet for GetContext.
+func regGoGetContext(ctx context.Context, c *Cache, typ string, r Request) <-chan cacheGetResult {
+	ch := make(chan cacheGetResult, 1)
+	go func() {
+		v, meta, err := c.GetContext(ctx, typ, r)
+		ch <- cacheGetResult{v, meta, err}
+	}()
+	return ch
+}
+
+// regReturnsAfter (in a bubble) returns the result of the Get that sends
+// it on ch, failing unless the Get returns exactly d of fake time from now.
+func regReturnsAfter(t *testing.T, ch <-chan cacheGetResult, d time.Duration) cacheGetResult {
+	t.Helper()
+	time.Sleep(d - time.Nanosecond)
+	cacheRequireBlocked(t, ch)
+	time.Sleep(time.Nanosecond)
+	return cacheRequireReturned(t, ch)
+}
+
+// regStack returns runtime.Stack's dump of the current goroutine or, with
+// all, of every goroutine.
+func regStack(all bool) string {
+	buf := make([]byte, 64<<10)
+	for {
+		n := runtime.Stack(buf, all)
+		if n < len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// regWatches returns the number of live Notify watches that the calling
+// goroutine started: goroutines created by Notify or NotifyCallback in it.
+// Unlike synctest.Wait with an idle channel, it tells a watch that ended
+// from one still blocked in a Get.
+func regWatches(t *testing.T) int {
+	t.Helper()
+	self := strings.Fields(regStack(false)) // "goroutine 42 [running]: ..."
+	require.GreaterOrEqual(t, len(self), 2)
+	creator := "\ncreated by " + reflect.TypeFor[Cache]().PkgPath() + ".(*Cache).Notify"
+	parent := " in goroutine " + self[1] + "\n"
+	n := 0
+	for _, g := range strings.Split(regStack(true), "\n\n") {
+		if i := strings.Index(g, creator); i >= 0 && strings.Contains(g[i:], parent) {
+			n++
+		}
+	}
+	return n
+}
+
+// regPanicValue returns what f panicked with, or nil.
+func regPanicValue(f func()) (v any) {
+	defer func() { v = recover() }()
+	f()
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// Close.
+
+// TestRegression_CloseMeansStop pins that after Close returns the cache
+// starts no fetch and nobody waits on it: a refresh loop asleep in its
+// back-off or RefreshTimer wait does not fetch again; a Get that hits is
+// served, one that needs a fetch returns ErrClosed (with the cached value,
+// if any), one already waiting returns ErrClosed at once; Notify fails with
+// ErrClosed and running watches end; a ContextType's blocking fetch sees
+// its context done.
+//
+// The seed's Close only stopped the expiry loop. Refresh goroutines checked
+// it before their back-off or RefreshTimer sleep, not after, so each
+// fetched once more, and so did every later Get that missed; a blocking Get
+// waited out its fetch; Notify ignored Close, so watches ran on until their
+// contexts ended; and a fetch had no context to cancel.
+func TestRegression_CloseMeansStop(t *testing.T) {
+	t.Parallel()
+
+	t.Run("RefreshLoops", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := cacheBubble(t)
+			failing := TestType(t)
+			var failLog cacheFetchLog
+			failLog.on(failing, nil, FetchResult{}, errors.New("down"))
+			c.RegisterType("failing", failing, &RegisterOptions{Refresh: true})
+			var timerLog cacheFetchLog
+			c.RegisterType("timer", cacheIndexType(t, &timerLog), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
+
+			_, _, err := c.Get("failing", RequestInfo{Key: "k"})
+			require.EqualError(t, err, "down")
+			cacheGet(t, c, "timer", RequestInfo{Key: "k"})
+			synctest.Wait()
+			require.Equal(t, 4, failLog.count(), "three retries at once, then a back-off wait")
+			require.Equal(t, 1, timerLog.count(), "in its RefreshTimer wait")
+
+			require.NoError(t, c.Close())
+			time.Sleep(5 * time.Hour)
+			require.Equal(t, 4, failLog.count(), "no fetch after Close")
+			require.Equal(t, 1, timerLog.count(), "no fetch after Close")
+		})
+	})
+
+	t.Run("Get", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := cacheBubble(t)
+			var log cacheFetchLog
+			c.RegisterType("t", cacheIndexType(t, &log), nil)
+			cacheGet(t, c, "t", RequestInfo{Key: "k"}) // value 1, index 1
+			time.Sleep(time.Minute)
+			require.NoError(t, c.Close())
+			start := time.Now()
+
+			v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			require.Equal(t, uint64(1), v)
+			require.True(t, meta.Hit, "a hit is still served")
+
+			for _, info := range []RequestInfo{
+				{Key: "k", MinIndex: 1},         // wants a newer index
+				{Key: "k", MaxAge: time.Second}, // the value is older
+				{Key: "k", MustRevalidate: true},
+			} {
+				v, meta, err := c.Get("t", info)
+				require.ErrorIs(t, err, ErrClosed, "%+v", info)
+				require.Equal(t, uint64(1), v, "the cached value comes with the error: %+v", info)
+				require.Equal(t, uint64(1), meta.Index, "%+v", info)
+				require.False(t, meta.Hit, "%+v", info)
+			}
+			v, _, err := c.Get("t", RequestInfo{Key: "new"})
+			require.ErrorIs(t, err, ErrClosed)
+			require.Nil(t, v)
+
+			require.Zero(t, time.Since(start), "nothing waited")
+			synctest.Wait()
+			require.Equal(t, 1, log.count(), "no fetch after Close")
+		})
+	})
+
+	t.Run("WaitingGet", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, release := cacheBubble(t)
+			typ := TestType(t)
+			var log cacheFetchLog
+			log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
+			log.on(typ, cacheUntil(release), FetchResult{}, nil) // hangs until the test ends
+			c.RegisterType("t", typ, nil)
+			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+
+			blocking := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
+			fresh := cacheGoGet(c, "t", RequestInfo{Key: "new"})
+			cacheRequireBlocked(t, blocking)
+			cacheRequireBlocked(t, fresh)
+			require.Equal(t, 3, log.count())
+
+			start := time.Now()
+			require.NoError(t, c.Close())
+			r := cacheRequireReturned(t, blocking)
+			require.ErrorIs(t, r.Err, ErrClosed)
+			require.Equal(t, "v5", r.Value)
+			require.Equal(t, uint64(5), r.Meta.Index)
+			r = cacheRequireReturned(t, fresh)
+			require.ErrorIs(t, r.Err, ErrClosed)
+			require.Nil(t, r.Value)
+			require.Zero(t, time.Since(start), "returned at Close, not when the fetches end")
+		})
+	})
+
+	t.Run("Notify", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, release := cacheBubble(t)
+			blocking := TestType(t)
+			var blockingLog cacheFetchLog
+			blockingLog.on(blocking, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
+			blockingLog.on(blocking, cacheUntil(release), FetchResult{}, nil)
+			c.RegisterType("blocking", blocking, nil)
+			polling := TestTypeNonBlocking(t)
+			var pollingLog cacheFetchLog
+			pollingLog.on(polling, nil, FetchResult{Value: "p", Index: 1}, nil)
+			c.RegisterType("polling", polling, nil)
+
+			// Never cancelled: only Close can end these watches.
+			ctx := context.Background()
+			ch := make(chan UpdateEvent, 10)
+			require.NoError(t, c.Notify(ctx, "blocking", RequestInfo{Key: "k"}, "blocking", ch))
+			require.NoError(t, c.Notify(ctx, "polling", RequestInfo{Key: "k", MaxAge: time.Minute}, "polling", ch))
+			got := map[string]interface{}{}
+			for range 2 {
+				ev := notifyRecv(t, ch, time.Second)
+				got[ev.CorrelationID] = ev.Result
+			}
+			require.Equal(t, map[string]interface{}{"blocking": "v5", "polling": "p"}, got)
+			synctest.Wait()
+			require.Equal(t, 2, regWatches(t), "one watch in a blocking Get, one between polls")
+
+			require.NoError(t, c.Close())
+			synctest.Wait()
+			require.Zero(t, regWatches(t), "Close ended both watches")
+			notifyNoEvent(t, ch)
+			time.Sleep(5 * time.Hour)
+			notifyNoEvent(t, ch)
+			require.Equal(t, 2, blockingLog.count(), "no fetch after Close")
+			require.Equal(t, 1, pollingLog.count(), "no poll after Close")
+
+			err := c.Notify(ctx, "blocking", RequestInfo{Key: "k"}, "late", ch)
+			require.ErrorIs(t, err, ErrClosed)
+			require.Zero(t, regWatches(t), "no watch started")
+		})
+	})
+
+	t.Run("FetchContext", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, release := cacheBubble(t)
+			var log cacheFetchLog
+			type abandon struct {
+				at  time.Time
+				err error
+			}
+			abandoned := make(chan abandon, 1)
+			c.RegisterType("t", regContextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
+				regRecord(&log, o, r)
+				if o.MinIndex == 0 {
+					return FetchResult{Value: "v1", Index: 1}, nil
+				}
+				select { // a blocking query that only its context ends
+				case <-ctx.Done():
+				case <-release: // never cancelled: end with the test
+					return FetchResult{}, errors.New("not cancelled")
+				}
+				abandoned <- abandon{time.Now(), ctx.Err()}
+				return FetchResult{}, ctx.Err()
+			}}, &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute})
+			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			time.Sleep(time.Minute)
+			require.Equal(t, 2, log.count(), "the refresh is a blocking fetch")
+
+			closedAt := time.Now()
+			require.NoError(t, c.Close())
+			synctest.Wait()
+			select {
+			case a := <-abandoned:
+				require.Equal(t, closedAt, a.at, "the fetch's context ended with Close")
+				require.ErrorIs(t, a.err, context.Canceled)
+			default:
+				t.Fatal("the blocking fetch's context is not done after Close")
+			}
+			time.Sleep(5 * time.Hour)
+			require.Equal(t, 2, log.count(), "no fetch after Close")
+		})
+	})
+}
+
+// ---------------------------------------------------------------------------
+// Refresh loops and expiry.
+
+// TestRegression8541_RefreshChainsDoNotMultiply pins that an entry has a
+// single refresh loop: while a failing refresh backs off, Gets (plain and
+// blocking ones) wait for the loop's next fetch instead of starting their
+// own, so fetches never overlap and follow one back-off schedule (Consul
+// #8541, #8682, #14908).
+//
+// In the seed a refresh was a chain of goroutines: each fetch, when done,
+// started one that slept out the back-off and fetched again. The entry was
+// not marked as fetching during the sleep, so every Get that missed started
+// a fetch of its own, which started a chain of its own: a burst of Gets
+// against a failing server multiplied the load it was backing off from.
+func TestRegression8541_RefreshChainsDoNotMultiply(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, release := cacheBubble(t)
+		const fetchTime = time.Second
+		var log cacheFetchLog
+		var inFlight, maxInFlight atomic.Int32
+		c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
+			regRecord(&log, o, r)
+			regRaise(&maxInFlight, inFlight.Add(1))
+			defer inFlight.Add(-1)
+			regSleep(fetchTime, release)()
+			return FetchResult{}, errors.New("down")
+		}), &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute})
+
+		_, _, err := c.Get("t", RequestInfo{Key: "k"})
+		require.EqualError(t, err, "down")
+
+		// Ten minutes of Gets every two seconds: plain, blocking, and
+		// blocking with a timeout shorter than the longest back-off.
+		var gets []<-chan cacheGetResult
+		for range 300 {
+			gets = append(gets,
+				cacheGoGet(c, "t", RequestInfo{Key: "k"}),
+				cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5}),
+				cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 30 * time.Second}))
+			time.Sleep(2 * time.Second)
+		}
+		// The last ones wait for the next fetch, at most a capped back-off
+		// and a fetch away.
+		time.Sleep(2*CacheRefreshMaxWait + fetchTime)
+		synctest.Wait()
+		for i, ch := range gets {
+			select {
+			case r := <-ch:
+				require.Nil(t, r.Value, "Get %d", i)
+				if r.Err != nil {
+					require.EqualError(t, r.Err, "down", "Get %d", i)
+				}
+			default:
+				t.Fatalf("Get %d still waiting", i)
+			}
+		}
+
+		require.Equal(t, int32(1), maxInFlight.Load(), "one fetch at a time")
+		times := log.startTimes()
+		// One schedule over 12 minutes has 13 to 19 fetches; a chain per
+		// missing Get would make hundreds.
+		require.GreaterOrEqual(t, len(times), 13)
+		require.LessOrEqual(t, len(times), 19)
+		regRequireBackOff(t, times, fetchTime)
+	})
+}
+
+// TestRegression9978_NoResurrection pins that an evicted entry stays
+// evicted: when a refresh fetch that outlived its entry (a 90-minute
+// blocking query against a 1-hour LastGetTTL) returns, its value is not
+// stored in the cache, its loop ends, and the next Get is a miss that
+// fetches from scratch; entries_count stays right (Consul #8715, #9978).
+//
+// The seed's fetch goroutine stored its result with c.entries[key] =
+// entry, and gave an entry that had left the expiry heap a fresh TTL: a
+// late fetch brought its evicted entry back, and its refresh went on for
+// another TTL, then another, for ever.
+func TestRegression9978_NoResurrection(t *testing.T) {
+	sink := cacheInstallSink(t) // metrics: not parallel
+	synctest.Test(t, func(t *testing.T) {
+		c, release := cacheBubble(t)
+		typ := TestType(t)
+		var log cacheFetchLog
+		log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
+		log.on(typ, regSleep(90*time.Minute, release), FetchResult{Value: "v2", Index: 2}, nil).Once()
+		log.on(typ, nil, FetchResult{Value: "v3", Index: 3}, nil).Once()
+		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		c.RegisterType("resurrect_t", typ, &RegisterOptions{
+			Refresh: true, RefreshTimeout: 2 * time.Hour, LastGetTTL: time.Hour,
+		})
+		const entries = "consul.cache.entries_count"
+
+		_, meta := cacheGet(t, c, "resurrect_t", RequestInfo{Key: "k"})
+		require.False(t, meta.Hit)
+		require.Equal(t, float32(1), cacheGauge(t, sink, entries))
+
+		time.Sleep(61 * time.Minute)
+		require.Equal(t, float32(0), cacheGauge(t, sink, entries), "evicted at 1h")
+		require.Equal(t, 2, log.count(), "with its refresh in flight")
+
+		time.Sleep(2 * time.Hour) // the refresh returned at 1h30m
+		require.Equal(t, 2, log.count(), "the loop ended with the late fetch")
+		require.Equal(t, float32(0), cacheGauge(t, sink, entries), "the late value did not bring the entry back")
+		require.Equal(t, 1, cacheCounter(sink, "consul.cache.evict_expired"))
+
+		v, meta := cacheGet(t, c, "resurrect_t", RequestInfo{Key: "k"})
+		require.False(t, meta.Hit, "a miss")
+		require.Equal(t, "v3", v)
+		require.Equal(t, uint64(0), log.opt(2).MinIndex, "fetched from scratch")
+		require.Nil(t, log.opt(2).LastResult, "fetched from scratch")
+		require.Equal(t, float32(1), cacheGauge(t, sink, entries))
+	})
+}
+
+// TestRegression9979_WatchedEntryDoesNotExpire pins that an entry does not
+// expire while Gets wait on it: a blocking Get whose query outlasts
+// LastGetTTL gets its value and leaves the entry cached, and a Notify whose
+// every blocking fetch outlasts LastGetTTL never loses its entry, so each
+// fetch blocks on the last index with the last result (Consul #9979).
+//
+// The seed counted LastGetTTL from the last Get that returned, so an entry
+// whose only readers were blocked in long queries expired under them
+// (counted in evict_expired). Only resurrection (see
+// TestRegression9978_NoResurrection) put it back when the query returned;
+// with that fixed, the waiting Get woke to a missing entry and fetched
+// again from scratch, and a Notify's next fetch lost MinIndex and
+// LastResult.
+func TestRegression9979_WatchedEntryDoesNotExpire(t *testing.T) {
+	t.Run("BlockingGet", func(t *testing.T) {
+		sink := cacheInstallSink(t) // metrics: not parallel
+		synctest.Test(t, func(t *testing.T) {
+			c, release := cacheBubble(t)
+			typ := TestType(t)
+			var log cacheFetchLog
+			log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
+			log.on(typ, regSleep(2*time.Hour, release), FetchResult{Value: "v2", Index: 2}, nil).Once()
+			log.on(typ, nil, FetchResult{Value: "v3", Index: 3}, nil) // not expected
+			c.RegisterType("watched_get", typ, &RegisterOptions{LastGetTTL: time.Hour})
+			cacheGet(t, c, "watched_get", RequestInfo{Key: "k"})
+
+			start := time.Now()
+			v, meta := cacheGet(t, c, "watched_get", RequestInfo{Key: "k", MinIndex: 1, Timeout: 3 * time.Hour})
+			require.Equal(t, 2*time.Hour, time.Since(start), "returned with the fetch")
+			require.Equal(t, "v2", v)
+			require.Equal(t, ResultMeta{Index: 2}, meta)
+
+			v, meta = cacheGet(t, c, "watched_get", RequestInfo{Key: "k"})
+			require.Equal(t, "v2", v)
+			require.Equal(t, ResultMeta{Hit: true, Index: 2}, meta, "still cached")
+			require.Equal(t, 2, log.count())
+			require.Zero(t, cacheCounter(sink, "consul.cache.evict_expired"))
+		})
+	})
+
+	t.Run("Notify", func(t *testing.T) {
+		sink := cacheInstallSink(t) // metrics: not parallel
+		synctest.Test(t, func(t *testing.T) {
+			c, release := cacheBubble(t)
+			var log cacheFetchLog
+			c.RegisterType("watched_notify", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
+				regRecord(&log, o, r)
+				if o.MinIndex > 0 {
+					regSleep(30*time.Minute, release)() // then the data changes
+				}
+				return FetchResult{Value: o.MinIndex + 1, Index: o.MinIndex + 1}, nil
+			}), &RegisterOptions{LastGetTTL: 10 * time.Minute})
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			ch := make(chan UpdateEvent, 16)
+			require.NoError(t, c.Notify(ctx, "watched_notify", RequestInfo{Key: "k"}, "id", ch))
+
+			time.Sleep(3*time.Hour + time.Minute)
+			cancel()
+			synctest.Wait()
+			for i := uint64(1); i <= 7; i++ {
+				ev := notifyRecv(t, ch, time.Second)
+				require.NoError(t, ev.Err)
+				require.Equal(t, i, ev.Result)
+				require.Equal(t, i, ev.Meta.Index)
+			}
+			notifyNoEvent(t, ch)
+			require.Equal(t, 8, log.count(), "a first fetch, then one per 30 minutes")
+			for i := 1; i < log.count(); i++ {
+				o := log.opt(i)
+				require.Equal(t, uint64(i), o.MinIndex, "fetch %d blocks on the last index", i+1)
+				require.NotNil(t, o.LastResult, "fetch %d", i+1)
+				require.Equal(t, uint64(i), o.LastResult.Index, "fetch %d", i+1)
+			}
+			require.Zero(t, cacheCounter(sink, "consul.cache.evict_expired"))
+		})
+	})
+}
+
+// TestRegression9588_FailingRefreshStopsAtTTL pins that a refreshing entry
+// whose fetches all fail, and that nobody reads, is evicted LastGetTTL
+// after its last Get, whatever its fetches do, and that its refresh stops
+// then (Consul #9588). Each failing fetch here is a blocking query that
+// takes 4 minutes, so the eviction comes while one is in flight.
+//
+// The seed renewed an entry's TTL from its fetches, not only from its
+// Gets: a fetch in flight when its entry expired stored the entry back with
+// a fresh TTL, errors included (and Consul later renewed the TTL on every
+// fetch). A background refresh thus kept its own entry alive with nobody
+// reading it, failing against the servers for as long as the agent ran.
+func TestRegression9588_FailingRefreshStopsAtTTL(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, release := cacheBubble(t)
+		const fetchTime = 4 * time.Minute
+		var log cacheFetchLog
+		c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
+			regRecord(&log, o, r)
+			regSleep(fetchTime, release)()
+			return FetchResult{}, errors.New("down")
+		}), &RegisterOptions{Refresh: true, RefreshTimeout: fetchTime, LastGetTTL: 10 * time.Minute})
+		info := RequestInfo{Key: "k"}
+
+		_, _, err := c.Get("t", info) // returns at 4m
+		require.EqualError(t, err, "down")
+		time.Sleep(time.Minute)
+		_, _, err = c.Get("t", info) // waits for the refresh in flight: 8m
+		require.EqualError(t, err, "down")
+		lastGet := time.Now()
+		evictAt := lastGet.Add(10 * time.Minute)
+
+		// Fetches 3 and 4 fail at 12m and 16m; fetch 5 starts after a 2-4s
+		// back-off and is in flight at 18m.
+		time.Sleep(time.Until(evictAt) - time.Second)
+		require.True(t, expiryCached(c, "t", info), "kept until LastGetTTL after the last Get")
+		require.Equal(t, 5, log.count())
+		time.Sleep(2 * time.Second)
+		require.False(t, expiryCached(c, "t", info), "evicted LastGetTTL after the last Get")
+
+		time.Sleep(5 * time.Hour)
+		require.False(t, expiryCached(c, "t", info), "the late failure did not bring the entry back")
+		require.Equal(t, 5, log.count(), "the refresh stopped")
+		regRequireBackOff(t, log.startTimes(), fetchTime)
+	})
+}
+
+// ---------------------------------------------------------------------------
+// Blocking Gets.
+
+// regPauseType is a blocking type whose SupportsBlocking can be made to
+// stop, once, on a chosen call, until the test resumes it. A Get consults
+// SupportsBlocking between its look at the entry and joining a fetch, so
+// this opens the window of a race with a fetch that publishes meanwhile.
+type regPauseType struct {
+	BlockingFetchFunc
+
+	mu      sync.Mutex
+	calls   int // since arm
+	pauseAt int // call to stop on; 0 for none
+	paused  chan struct{}
+	resume  chan struct{}
+}
+
+// arm makes the n-th call of SupportsBlocking from now on close paused,
+// then wait until resume is called (at the latest when the test ends).
+func (p *regPauseType) arm(t *testing.T, n int) (paused <-chan struct{}, resume func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls, p.pauseAt = 0, n
+	p.paused, p.resume = make(chan struct{}), make(chan struct{})
+	resume = sync.OnceFunc(func() { close(p.resume) })
+	t.Cleanup(resume)
+	return p.paused, resume
+}
+
+func (p *regPauseType) SupportsBlocking() bool {
+	p.mu.Lock()
+	var paused, resume chan struct{}
+	if p.pauseAt > 0 {
+		p.calls++
+		if p.calls == p.pauseAt {
+			paused, resume = p.paused, p.resume
+			p.pauseAt = 0
+		}
+	}
+	p.mu.Unlock()
+	if paused != nil {
+		close(paused)
+		<-resume
+	}
+	return true
+}
+
+// TestRegression5793_NoStall pins that a blocking Get never waits for a
+// change it could already have: when a fetch publishes index 6 between the
+// moment a Get with MinIndex 5 looked at the entry (index 5) and the moment
+// it joins a fetch, it returns index 6 at once, without a new fetch
+// (Consul #5793).
+//
+// The seed's Get read the entry, released the lock, then asked for the
+// entry's current fetch. If a fetch had finished in between, it got the
+// next one, a fresh blocking query at index 6, and stalled until the data
+// changed again or its timeout passed, with index 6 in the cache all along.
+func TestRegression5793_NoStall(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		gate, open := regGate(t)
+		c, release := cacheBubble(t)
+		var log cacheFetchLog
+		typ := &regPauseType{BlockingFetchFunc: func(o FetchOptions, r Request) (FetchResult, error) {
+			regRecord(&log, o, r)
+			switch o.MinIndex {
+			case 0:
+				return FetchResult{Value: "v5", Index: 5}, nil
+			case 5:
+				<-gate
+				return FetchResult{Value: "v6", Index: 6}, nil
+			default: // no further change until the test ends
+				<-release
+				return FetchResult{}, nil
+			}
+		}}
+		c.RegisterType("t", typ, nil)
+		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+
+		// A blocking Get starts the fetch that will bring index 6.
+		first := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
+		cacheRequireBlocked(t, first)
+
+		// A second one stops after it loaded the entry's result: its first
+		// SupportsBlocking call is the check for a hit at first sight, its
+		// second the same check on the result it will wait on.
+		paused, resume := typ.arm(t, 2)
+		second := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
+		synctest.Wait()
+		select {
+		case <-paused:
+		default:
+			t.Fatal("the Get did not consult SupportsBlocking twice")
+		}
+
+		open() // index 6 is published while the second Get looks away
+		r := cacheRequireReturned(t, first)
+		require.Equal(t, "v6", r.Value)
+
+		start := time.Now()
+		resume()
+		r = cacheRequireReturned(t, second)
+		require.NoError(t, r.Err)
+		require.Equal(t, "v6", r.Value)
+		require.Equal(t, ResultMeta{Index: 6}, r.Meta)
+		require.Zero(t, time.Since(start))
+		require.Equal(t, 2, log.count(), "no fetch for a change already cached")
+	})
+}
+
+// TestRegression12048_RevalidateNotBehindBlockingQuery pins that a Get with
+// MustRevalidate, or with a MaxAge the value exceeds, does not wait behind a
+// blocking query in flight on its entry: it gets, in the same instant, the
+// value of a non-blocking fetch (MinIndex 0) made beside the query;
+// concurrent ones share that fetch; the blocking Get still gets its change
+// when the query answers (Consul #12048).
+//
+// The seed had one fetch per entry: a Get that wanted the current value
+// found the entry fetching and waited on that fetch, a blocking query that
+// answers only when the data changes or its timeout (typically 10 minutes)
+// passes.
+func TestRegression12048_RevalidateNotBehindBlockingQuery(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		sideGate, openSide := regGate(t)
+		c, release := cacheBubble(t)
+		var log cacheFetchLog
+		var sides, sidesInFlight, maxSidesInFlight atomic.Int32
+		c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
+			regRecord(&log, o, r)
+			switch {
+			case o.LastResult == nil: // the first fetch
+				return FetchResult{Value: "v5", Index: 5}, nil
+			case o.MinIndex == 0: // a revalidation
+				n := sides.Add(1)
+				regRaise(&maxSidesInFlight, sidesInFlight.Add(1))
+				defer sidesInFlight.Add(-1)
+				if n == 1 {
+					<-sideGate
+				}
+				return FetchResult{Value: fmt.Sprint("fresh", n), Index: 5}, nil
+			case o.MinIndex == 5: // the blocking query: 10 minutes to a change
+				regSleep(10*time.Minute, release)()
+				return FetchResult{Value: "v6", Index: 6}, nil
+			default:
+				<-release
+				return FetchResult{}, nil
+			}
+		}), &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+		revalidate := RequestInfo{Key: "k", MustRevalidate: true}
+		maxAge := RequestInfo{Key: "k", MaxAge: 30 * time.Second}
+
+		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		time.Sleep(time.Minute) // older than maxAge
+		blockingStart := time.Now()
+		blocking := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
+		cacheRequireBlocked(t, blocking)
+		require.Equal(t, 2, log.count())
+
+		// Concurrent revalidations share one fetch.
+		start := time.Now()
+		var chs []<-chan cacheGetResult
+		for _, info := range []RequestInfo{revalidate, maxAge, revalidate, maxAge} {
+			chs = append(chs, cacheGoGet(c, "t", info))
+		}
+		synctest.Wait()
+		require.Equal(t, int32(1), sides.Load(), "one revalidation for all")
+		openSide()
+		for i, ch := range chs {
+			r := cacheRequireReturned(t, ch)
+			require.NoError(t, r.Err, "Get %d", i)
+			require.Equal(t, "fresh1", r.Value, "Get %d", i)
+			require.Equal(t, ResultMeta{Index: 5}, r.Meta, "Get %d", i)
+		}
+		require.Zero(t, time.Since(start), "in the same instant")
+		cacheRequireBlocked(t, blocking)
+
+		// One at a time, each revalidates at once.
+		time.Sleep(time.Minute) // fresh1 is older than maxAge
+		start = time.Now()
+		v, meta := cacheGet(t, c, "t", maxAge)
+		require.Equal(t, "fresh2", v)
+		require.Equal(t, ResultMeta{Index: 5}, meta)
+		v, _ = cacheGet(t, c, "t", revalidate)
+		require.Equal(t, "fresh3", v)
+		require.Zero(t, time.Since(start), "in the same instant")
+		cacheRequireBlocked(t, blocking)
+
+		require.Equal(t, int32(1), maxSidesInFlight.Load())
+		require.Equal(t, 5, log.count())
+		require.Equal(t, uint64(5), log.opt(1).MinIndex, "the blocking query")
+		for i := 2; i < log.count(); i++ {
+			o := log.opt(i)
+			require.Zero(t, o.MinIndex, "revalidation %d does not block", i-1)
+			require.Zero(t, o.Timeout, "revalidation %d does not block", i-1)
+			require.NotNil(t, o.LastResult, "revalidation %d", i-1)
+		}
+
+		r := <-blocking
+		require.Equal(t, 10*time.Minute, time.Since(blockingStart), "the blocking Get returned with its query")
+		require.NoError(t, r.Err)
+		require.Equal(t, "v6", r.Value)
+		require.Equal(t, ResultMeta{Index: 6}, r.Meta)
+		require.Equal(t, 5, log.count())
+	})
+}
+
+// TestRegression_IndexResetGet pins that a blocking Get treats a lower
+// index than the one it waited on as new data: the servers' index was reset
+// (a snapshot restore, say). A Get with MinIndex 10 returns the value at
+// index 3 when its fetch brings it, at once and without an error.
+//
+// The seed's Get returned only for an index above MinIndex: after a reset
+// it fetched again and again, blocking at index 3, until the index passed
+// 10 once more or its timeout expired, serving nothing meanwhile.
+func TestRegression_IndexResetGet(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		gate, open := regGate(t)
+		c, release := cacheBubble(t)
+		typ := TestType(t)
+		var log cacheFetchLog
+		log.on(typ, nil, FetchResult{Value: "v10", Index: 10}, nil).Once()
+		log.on(typ, cacheUntil(gate), FetchResult{Value: "v3", Index: 3}, nil).Once()
+		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		c.RegisterType("t", typ, nil)
+		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+
+		ch := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 10})
+		cacheRequireBlocked(t, ch)
+		start := time.Now()
+		open()
+		r := cacheRequireReturned(t, ch)
+		require.NoError(t, r.Err)
+		require.Equal(t, "v3", r.Value)
+		require.Equal(t, ResultMeta{Index: 3}, r.Meta)
+		require.Zero(t, time.Since(start))
+		require.Equal(t, 2, log.count(), "no fetch waiting for the index to pass 10 again")
+
+		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		require.Equal(t, "v3", v)
+		require.Equal(t, ResultMeta{Hit: true, Index: 3}, meta)
+	})
+}
+
+// ---------------------------------------------------------------------------
+// Notify.
+
+// TestRegression6521_NotifyRecoversAfterFirstError pins that a watch whose
+// first fetch fails delivers the error, then the first value even if its
+// index is 1 (a new cluster) (Consul #6521).
+//
+// The seed's watch sent an event only when the index grew: the error, at
+// index 0, was never sent; then it forced its next blocking Get to
+// MinIndex 1, so a first value at index 1 looked old and the watch blocked
+// until the index passed 1, delivering nothing at all.
+func TestRegression6521_NotifyRecoversAfterFirstError(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, release := cacheBubble(t)
+		typ := TestType(t)
+		var log cacheFetchLog
+		log.on(typ, nil, FetchResult{}, errors.New("no cluster leader")).Once()
+		log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
+		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		c.RegisterType("t", typ, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+		require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k"}, "id", ch))
+
+		ev := notifyRecv(t, ch, time.Minute)
+		require.Equal(t, "id", ev.CorrelationID)
+		require.EqualError(t, ev.Err, "no cluster leader")
+		require.Nil(t, ev.Result)
+		ev = notifyRecv(t, ch, time.Minute)
+		require.Equal(t, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 1}}, ev)
+		notifyNoEvent(t, ch)
+
+		require.Equal(t, 3, log.count())
+		require.Zero(t, log.opt(1).MinIndex, "after the error the fetch does not block")
+		require.Equal(t, uint64(1), log.opt(2).MinIndex, "after the value it blocks on its index")
+		cancel()
+	})
+}
+
+// TestRegression8092_NotifyCancelDuringBlockingFetch pins that cancelling
+// a watch's context ends the watch at once, even while its Get waits for a
+// long blocking fetch: the goroutine is gone before the fetch answers, and
+// the fetch's answer delivers nothing (Consul #8092).
+//
+// The seed's Get took no context: a watch checked its context only between
+// Gets, so a cancelled watch lived on, holding its goroutine and its
+// request, until the blocking query answered (up to its 10-minute timeout);
+// watches that came and went piled up meanwhile.
+func TestRegression8092_NotifyCancelDuringBlockingFetch(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		gate, open := regGate(t)
+		c, _ := cacheBubble(t)
+		typ := TestType(t)
+		var log cacheFetchLog
+		log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
+		log.on(typ, cacheUntil(gate), FetchResult{Value: "v2", Index: 2}, nil).Once()
+		c.RegisterType("t", typ, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+		require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k"}, "id", ch))
+		require.Equal(t, "v1", notifyRecv(t, ch, time.Second).Result)
+		time.Sleep(time.Minute)
+		require.Equal(t, 2, log.count(), "the watch waits for a blocking fetch")
+		require.Equal(t, 1, regWatches(t))
+
+		start := time.Now()
+		cancel()
+		synctest.Wait()
+		require.Zero(t, regWatches(t), "the watch ended while its fetch is in flight")
+		require.Zero(t, time.Since(start))
+		notifyNoEvent(t, ch)
+
+		open() // the fetch answers; nobody is left to hear it
+		synctest.Wait()
+		notifyNoEvent(t, ch)
+		require.Equal(t, 2, log.count())
+	})
+}
+
+// TestRegression_IndexResetNotify pins that a watch delivers an index
+// reset: after index 10, a value at index 3 is sent as new data, and later
+// events count from it (index 4).
+//
+// The seed's watch sent a value only when its index grew, and blocked on
+// the highest index it had seen: it swallowed the reset and every value
+// after it until the index passed 10 again.
+func TestRegression_IndexResetNotify(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, release := cacheBubble(t)
+		typ := TestType(t)
+		var log cacheFetchLog
+		log.on(typ, nil, FetchResult{Value: "v10", Index: 10}, nil).Once()
+		log.on(typ, regSleep(time.Minute, release), FetchResult{Value: "v3", Index: 3}, nil).Once()
+		log.on(typ, regSleep(time.Minute, release), FetchResult{Value: "v4", Index: 4}, nil).Once()
+		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		c.RegisterType("t", typ, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+		require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k"}, "id", ch))
+
+		for _, want := range []struct {
+			value string
+			index uint64
+		}{{"v10", 10}, {"v3", 3}, {"v4", 4}} {
+			ev := notifyRecv(t, ch, 2*time.Minute)
+			require.Equal(t, UpdateEvent{CorrelationID: "id", Result: want.value, Meta: ResultMeta{Index: want.index}}, ev)
+		}
+		notifyNoEvent(t, ch)
+		var minIndexes []uint64
+		for i := 0; i < log.count(); i++ {
+			minIndexes = append(minIndexes, log.opt(i).MinIndex)
+		}
+		require.Equal(t, []uint64{0, 10, 3, 4}, minIndexes, "each fetch blocks on the last index sent")
+		cancel()
+	})
+}
+
+// TestRegression_PollingNotifyDeliversErrors pins that a polling watch (a
+// non-blocking type, MaxAge set) whose polls fail before any value exists
+// delivers each error, with the back-off between polls, then the value.
+//
+// The seed's polling watch sent an event only when the index grew or the
+// value changed (reflect.DeepEqual): a failed poll brings neither, so a
+// watcher of a failing request heard nothing at all, not even that it
+// failed.
+func TestRegression_PollingNotifyDeliversErrors(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		const failures = 6
+		var calls int
+		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+			calls++
+			if calls <= failures {
+				return FetchResult{}, fmt.Errorf("down %d", calls)
+			}
+			return FetchResult{Value: "v", Index: 3}, nil
+		})
+		c, _ := cacheBubble(t)
+		c.RegisterType("t", typ, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ch := make(chan UpdateEvent, 10)
+		require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k", MaxAge: 10 * time.Second}, "id", ch))
+
+		for i := 1; i <= failures; i++ {
+			ev := notifyRecv(t, ch, 2*CacheRefreshMaxWait)
+			require.Equal(t, "id", ev.CorrelationID)
+			require.EqualError(t, ev.Err, fmt.Sprint("down ", i))
+			require.Nil(t, ev.Result)
+		}
+		ev := notifyRecv(t, ch, 2*CacheRefreshMaxWait)
+		require.Equal(t, UpdateEvent{CorrelationID: "id", Result: "v", Meta: ResultMeta{Index: 3}}, ev)
+		regRequireBackOff(t, times()[:failures+1], 0)
+
+		time.Sleep(time.Minute) // polls that find the value unchanged
+		notifyNoEvent(t, ch)
+		cancel()
+	})
+}
+
+// ---------------------------------------------------------------------------
+// Contexts.
+
+// TestRegression23368_RefreshNotTiedToCallerContext pins that the context
+// of the GetContext that created an entry bounds only that Get: cancelled
+// during the first fetch, it ends the Get with its error, but the fetch and
+// the background refresh that follows go on, with contexts of their own
+// that are not done (Consul #23368).
+//
+// The seed had no contexts; the defect lies in the obvious way to add
+// them, which later Consul versions took: the fetch, and the refresh it
+// starts, inherit the context of the Get that caused them. One caller
+// giving up (an HTTP client disconnecting) then cancels the refresh that
+// every other reader of the entry relies on, and the entry silently goes
+// stale.
+func TestRegression23368_RefreshNotTiedToCallerContext(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, release := cacheBubble(t)
+		var log cacheFetchLog
+		var mu sync.Mutex
+		var ctxErrs []error
+		c.RegisterType("t", regContextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
+			regRecord(&log, o, r)
+			if o.MinIndex == 0 {
+				regSleep(5*time.Second, release)()
+			}
+			mu.Lock()
+			ctxErrs = append(ctxErrs, ctx.Err())
+			mu.Unlock()
+			return FetchResult{Value: o.MinIndex + 1, Index: o.MinIndex + 1}, nil
+		}}, &RegisterOptions{Refresh: true, RefreshTimer: time.Minute, RefreshTimeout: 10 * time.Minute})
+
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(time.Second, cancel) // during the first fetch
+		v, _, err := c.GetContext(ctx, "t", RequestInfo{Key: "k"})
+		require.ErrorIs(t, err, context.Canceled)
+		require.Nil(t, v)
+
+		// The first fetch ends at 5s, then one refresh a minute: by 10m30s,
+		// eleven fetches.
+		time.Sleep(10*time.Minute + 29*time.Second)
+		require.Equal(t, 11, log.count(), "the refresh went on")
+		mu.Lock()
+		require.Equal(t, make([]error, 11), ctxErrs, "no fetch saw its context done")
+		mu.Unlock()
+		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		require.Equal(t, uint64(11), v)
+		require.Equal(t, ResultMeta{Hit: true, Index: 11}, meta)
+	})
+}
+
+// TestRegression_BypassHonoursTimeout pins that a Get that bypasses the
+// cache (an empty Key) keeps the promises of any Get: it returns (nil, no
+// meta, no error) when its Timeout passes, ctx.Err() when its context ends
+// and ErrClosed when the cache closes, while the fetch hangs; a ContextType
+// then sees its context done; after Close it fetches nothing.
+//
+// The seed called Fetch directly in the caller's goroutine and returned
+// what it returned: the Timeout was ignored, a hung fetch hung the caller
+// for good, and Close did not stop bypass fetches.
+func TestRegression_BypassHonoursTimeout(t *testing.T) {
+	t.Parallel()
+
+	t.Run("Timeout", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, release := cacheBubble(t)
+			typ := TestType(t)
+			var log cacheFetchLog
+			log.on(typ, cacheUntil(release), FetchResult{Value: "late", Index: 9}, nil)
+			c.RegisterType("t", typ, nil)
+
+			r := regReturnsAfter(t, cacheGoGet(c, "t", RequestInfo{Timeout: time.Second}), time.Second)
+			require.Equal(t, cacheGetResult{}, r, "no value, no meta, no error")
+			require.Equal(t, 1, log.count())
+		})
+	})
+
+	t.Run("FetchContext", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, release := cacheBubble(t)
+			type abandon struct {
+				at  time.Time
+				err error
+			}
+			abandoned := make(chan abandon, 3)
+			c.RegisterType("t", regContextType{fetch: func(ctx context.Context, _ FetchOptions, _ Request) (FetchResult, error) {
+				select {
+				case <-ctx.Done():
+				case <-release: // never cancelled: end with the test
+					return FetchResult{}, errors.New("not cancelled")
+				}
+				abandoned <- abandon{time.Now(), ctx.Err()}
+				return FetchResult{}, ctx.Err()
+			}}, nil)
+			requireAbandoned := func(at time.Time) {
+				t.Helper()
+				synctest.Wait()
+				select {
+				case a := <-abandoned:
+					require.Equal(t, at, a.at, "the fetch's context ended with the Get")
+					require.ErrorIs(t, a.err, context.Canceled)
+				default:
+					t.Fatal("the fetch's context is not done")
+				}
+			}
+
+			start := time.Now()
+			r := regReturnsAfter(t, cacheGoGet(c, "t", RequestInfo{Timeout: time.Second}), time.Second)
+			require.Equal(t, cacheGetResult{}, r, "no value, no meta, no error")
+			requireAbandoned(start.Add(time.Second))
+
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(5*time.Second, cancel)
+			start = time.Now()
+			r = regReturnsAfter(t, regGoGetContext(ctx, c, "t", RequestInfo{}), 5*time.Second)
+			require.ErrorIs(t, r.Err, context.Canceled)
+			require.Nil(t, r.Value)
+			require.Equal(t, ResultMeta{}, r.Meta)
+			requireAbandoned(start.Add(5 * time.Second))
+
+			start = time.Now()
+			r = cacheRequireReturned(t, regGoGetContext(ctx, c, "t", RequestInfo{})) // already cancelled
+			require.ErrorIs(t, r.Err, context.Canceled)
+			require.Zero(t, time.Since(start))
+			requireAbandoned(start)
+		})
+	})
+
+	t.Run("Close", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, release := cacheBubble(t)
+			var fetches atomic.Int32
+			abandoned := make(chan error, 1)
+			c.RegisterType("t", regContextType{fetch: func(ctx context.Context, _ FetchOptions, _ Request) (FetchResult, error) {
+				fetches.Add(1)
+				select {
+				case <-ctx.Done():
+				case <-release: // never cancelled: end with the test
+					return FetchResult{}, errors.New("not cancelled")
+				}
+				abandoned <- ctx.Err()
+				return FetchResult{}, ctx.Err()
+			}}, nil)
+
+			ch := cacheGoGet(c, "t", RequestInfo{})
+			cacheRequireBlocked(t, ch)
+			start := time.Now()
+			require.NoError(t, c.Close())
+			r := cacheRequireReturned(t, ch)
+			require.ErrorIs(t, r.Err, ErrClosed)
+			require.Nil(t, r.Value)
+			require.Zero(t, time.Since(start))
+			select {
+			case err := <-abandoned:
+				require.ErrorIs(t, err, context.Canceled)
+			default:
+				t.Fatal("the fetch's context is not done after Close")
+			}
+
+			v, _, err := c.Get("t", RequestInfo{})
+			require.ErrorIs(t, err, ErrClosed)
+			require.Nil(t, v)
+			synctest.Wait()
+			require.Equal(t, int32(1), fetches.Load(), "no fetch after Close")
+		})
+	})
+}
+
+// ---------------------------------------------------------------------------
+// Partitions, registration and input.
+
+// TestRegression_KeyCollisions pins that entries are partitioned exactly:
+// requests that differ in type, datacenter, token or key never share an
+// entry, whatever the fields contain. Each gets its own fetch and value.
+//
+// The seed keyed entries by fmt.Sprintf("%s/%s/%s/%s", type, dc, token,
+// key), so datacenter "a/b" with token "c" and datacenter "a" with token
+// "b/c" shared an entry: one ACL token could be served data fetched with
+// another.
+func TestRegression_KeyCollisions(t *testing.T) {
+	t.Parallel()
+	c := TestCache(t)
+	var fetches atomic.Int32
+	for _, name := range []string{"t", "a", "a/b"} {
+		c.RegisterType(name, FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+			fetches.Add(1)
+			i := r.CacheInfo()
+			return FetchResult{Value: cachePartition{name, i.Datacenter, i.Token, i.Key}, Index: 1}, nil
+		}), nil)
+	}
+	// Each group is one entry under a key made by joining the fields with
+	// "/" (or, for the last, with NUL bytes).
+	groups := [][]cachePartition{
+		{{"t", "a/b", "c", "k"}, {"t", "a", "b/c", "k"}, {"t", "a", "b", "c/k"}},
+		{{"a/b", "c", "tok", "k"}, {"a", "b/c", "tok", "k"}, {"a", "b", "c/tok", "k"}},
+		{{"t", "", "a/b", "k"}, {"t", "", "a", "b/k"}, {"t", "/a", "b", "k"}},
+		{{"t", "\x00", "", "k"}, {"t", "", "\x00", "k"}, {"t", "", "", "\x00k"}},
+	}
+
+	var n int32
+	for round := 0; round < 2; round++ {
+		for _, group := range groups {
+			for _, p := range group {
+				v, meta := cacheGet(t, c, p.Type, RequestInfo{Datacenter: p.DC, Token: p.Token, Key: p.Key})
+				require.Equal(t, p, v, "round %d", round)
+				require.Equal(t, round == 1, meta.Hit, "round %d: %+v", round, p)
+				if round == 0 {
+					n++
+				}
+			}
+		}
+	}
+	require.Equal(t, n, fetches.Load(), "one fetch per partition")
+}
+
+// TestRegression_RegisterTypeCopiesOptions pins that RegisterType keeps a
+// copy of its options: it writes no default into the caller's struct, and
+// changing the struct afterwards changes nothing.
+//
+// The seed kept the caller's pointer and wrote the 72-hour LastGetTTL
+// default into it, so options shared between types, or reused by the
+// caller, changed registered types behind the cache's back.
+func TestRegression_RegisterTypeCopiesOptions(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := cacheBubble(t)
+		var plainLog, refreshLog cacheFetchLog
+		plainOpts := &RegisterOptions{}
+		c.RegisterType("plain", cacheIndexType(t, &plainLog), plainOpts)
+		refreshed := RegisterOptions{Refresh: true, RefreshTimer: time.Minute, LastGetTTL: 10*time.Minute + 30*time.Second}
+		refreshOpts := &refreshed
+		c.RegisterType("refresh", cacheIndexType(t, &refreshLog), refreshOpts)
+		require.Equal(t, RegisterOptions{}, *plainOpts, "no default written")
+		require.Equal(t, RegisterOptions{Refresh: true, RefreshTimer: time.Minute, LastGetTTL: 10*time.Minute + 30*time.Second}, *refreshOpts)
+
+		// Turn each into the other: the cache must not notice.
+		*plainOpts = RegisterOptions{Refresh: true, RefreshTimer: time.Second, LastGetTTL: time.Minute}
+		*refreshOpts = RegisterOptions{}
+
+		cacheGet(t, c, "plain", RequestInfo{Key: "k"})
+		cacheGet(t, c, "refresh", RequestInfo{Key: "k"})
+		time.Sleep(time.Hour)
+
+		_, meta := cacheGet(t, c, "plain", RequestInfo{Key: "k"})
+		require.True(t, meta.Hit, "still the 72h default TTL")
+		require.Equal(t, 1, plainLog.count(), "still no refresh")
+		require.Equal(t, 11, refreshLog.count(), "refreshed every minute until evicted at 10m30s")
+		_, meta = cacheGet(t, c, "refresh", RequestInfo{Key: "k"})
+		require.False(t, meta.Hit, "evicted after its own LastGetTTL")
+	})
+}
+
+// TestRegression_BadInput pins that misuse is reported, not turned into a
+// crash, a hang or a silent default: Get, GetContext and Notify reject a
+// nil Request, a negative Timeout or MaxAge (and Notify a nil channel) with
+// an error, fetching nothing and starting no watch; Get of an unknown type
+// is an error; RegisterType panics, registering nothing, on an empty name,
+// a nil Type or a negative duration. Registering a type again is no misuse:
+// the cached value is still served, and the next fetch uses the new Type.
+//
+// The seed called CacheInfo on a nil Request (a nil-pointer panic);
+// ignored negative Timeouts and MaxAges; let a watch on a nil channel block
+// for ever on its first send; and registered anything, so that a nil Type
+// panicked in the first Get and a negative LastGetTTL expired every entry
+// at once.
+func TestRegression_BadInput(t *testing.T) {
+	t.Parallel()
+
+	t.Run("Requests", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := cacheBubble(t)
+			var log cacheFetchLog
+			c.RegisterType("t", cacheIndexType(t, &log), nil)
+			ctx := t.Context()
+			ch := make(chan UpdateEvent, 1)
+
+			_, _, err := c.Get("t", nil)
+			require.ErrorContains(t, err, "nil Request")
+			_, _, err = c.GetContext(ctx, "t", nil)
+			require.ErrorContains(t, err, "nil Request")
+			require.ErrorContains(t, c.Notify(ctx, "t", nil, "id", ch), "nil Request")
+
+			for _, info := range []RequestInfo{
+				{Key: "k", Timeout: -time.Second},
+				{Key: "k", MaxAge: -time.Second},
+				{Timeout: -time.Second}, // a bypass
+				{MaxAge: -time.Second},
+			} {
+				v, _, err := c.Get("t", info)
+				require.Error(t, err, "%+v", info)
+				require.Nil(t, v, "%+v", info)
+				_, _, err = c.GetContext(ctx, "t", info)
+				require.Error(t, err, "%+v", info)
+				require.Error(t, c.Notify(ctx, "t", info, "id", ch), "%+v", info)
+			}
+			require.Error(t, c.Notify(ctx, "t", RequestInfo{Key: "k"}, "id", nil), "a nil channel")
+
+			for _, key := range []string{"k", ""} {
+				_, _, err := c.Get("nope", RequestInfo{Key: key})
+				require.ErrorContains(t, err, "unknown type", "key %q", key)
+			}
+
+			synctest.Wait()
+			require.Zero(t, log.count(), "nothing was fetched")
+			require.Zero(t, regWatches(t), "no watch started")
+			require.Empty(t, ch)
+		})
+	})
+
+	t.Run("RegisterType", func(t *testing.T) {
+		c := TestCache(t)
+		typ := TestType(t)
+		for _, tc := range []struct {
+			name string
+			typ  Type
+			opts *RegisterOptions
+			want string
+		}{
+			{"", typ, nil, "empty type name"},
+			{"x", nil, nil, "nil Type"},
+			{"x", typ, &RegisterOptions{LastGetTTL: -time.Second}, "negative"},
+			{"x", typ, &RegisterOptions{RefreshTimer: -time.Second}, "negative"},
+			{"x", typ, &RegisterOptions{Refresh: true, RefreshTimeout: -time.Second}, "negative"},
+		} {
+			v := regPanicValue(func() { c.RegisterType(tc.name, tc.typ, tc.opts) })
+			require.NotNil(t, v, "RegisterType(%q, %v, %+v) did not panic", tc.name, tc.typ, tc.opts)
+			require.Contains(t, fmt.Sprint(v), tc.want)
+		}
+		_, _, err := c.Get("x", RequestInfo{Key: "k"})
+		require.ErrorContains(t, err, "unknown type", "a rejected registration registers nothing")
+		require.Nil(t, c.typeEntry(""))
+		typ.AssertNotCalled(t, "Fetch", mock.Anything, mock.Anything)
+	})
+
+	t.Run("ReRegister", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := cacheBubble(t)
+			a := TestType(t)
+			a.Static(FetchResult{Value: "a", Index: 1}, nil)
+			b := TestType(t)
+			b.Static(FetchResult{Value: "b", Index: 2}, nil)
+
+			c.RegisterType("t", a, nil)
+			v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			require.Equal(t, "a", v)
+			c.RegisterType("t", b, nil)
+			v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			require.Equal(t, "a", v)
+			require.Equal(t, ResultMeta{Hit: true, Index: 1}, meta, "the cached value is still served")
+			v, meta = cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 1})
+			require.Equal(t, "b", v, "the next fetch uses the new Type")
+			require.Equal(t, ResultMeta{Index: 2}, meta)
+			a.AssertNumberOfCalls(t, "Fetch", 1)
+			b.AssertNumberOfCalls(t, "Fetch", 1)
+		})
+	})
+}
+
+// ---------------------------------------------------------------------------
+// Panics.
+
+// TestRegression_PanickingFetch pins that a Fetch that panics fails its
+// fetch, not the process: the waiting Get gets an error naming the type and
+// quoting the panic value; fetch_error and fetch_panic are counted, overall
+// and per type; a refreshing type goes on with its usual back-off.
+//
+// The seed called Fetch in a bare goroutine, so one panicking Type took the
+// whole agent down.
+func TestRegression_PanickingFetch(t *testing.T) {
+	sink := cacheInstallSink(t) // metrics: not parallel
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := cacheBubble(t)
+		c.RegisterType("panic_once", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+			panic("kaboom 42")
+		}), nil)
+		var log cacheFetchLog
+		c.RegisterType("panic_refresh", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
+			regRecord(&log, o, r)
+			panic(fmt.Errorf("assignment to entry in nil map %d", 7))
+		}), &RegisterOptions{Refresh: true})
+
+		v, meta, err := c.Get("panic_once", RequestInfo{Key: "k"})
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "panic_once")
+		require.Contains(t, err.Error(), "kaboom 42")
+		require.Nil(t, v)
+		require.Equal(t, ResultMeta{}, meta)
+
+		_, _, err = c.Get("panic_refresh", RequestInfo{Key: "k"})
+		require.ErrorContains(t, err, "panic_refresh")
+		require.ErrorContains(t, err, "assignment to entry in nil map 7")
+
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		times := log.startTimes()
+		require.GreaterOrEqual(t, len(times), 10, "the refresh went on")
+		regRequireBackOff(t, times, 0)
+
+		n := len(times)
+		for name, want := range map[string]int{
+			"consul.cache.fetch_error":               1 + n,
+			"consul.cache.fetch_panic":               1 + n,
+			"consul.cache.panic_once.fetch_error":    1,
+			"consul.cache.panic_once.fetch_panic":    1,
+			"consul.cache.panic_refresh.fetch_error": n,
+			"consul.cache.panic_refresh.fetch_panic": n,
+		} {
+			require.Equal(t, want, cacheCounter(sink, name), name)
+		}
+	})
+}
