@@ -147,4 +147,3 @@ func (lp *entryLoop) setLimit(s *settings) {
 		lim.SetBurst(s.fetchBurst)
 	}
 }
-
