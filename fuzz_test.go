@@ -59,8 +59,9 @@ const (
 )
 
 // fuzzPartitions are the datacenter/token pairs requests use. The first
-// two would collide if the parts were joined with "/".
-var fuzzPartitions = [][2]string{{"a/b", "c"}, {"a", "b/c"}, {"", ""}}
+// two would collide if the parts were joined with "/"; the second and
+// third differ only by token, the third and fourth only by datacenter.
+var fuzzPartitions = [][2]string{{"a/b", "c"}, {"a", "b/c"}, {"a", "c"}, {"", "c"}}
 
 // fuzzTypes are the registered type names; see newFuzzRun.
 var fuzzTypes = []string{"blk", "ref", "poll"}
