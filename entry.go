@@ -190,6 +190,28 @@ type entry struct {
 	// the heap.
 	lastAccess atomic.Int64
 
+	// refreshPending is set for a prepopulated entry of a refreshing type:
+	// its first hit starts the background refresh. With res and lastAccess
+	// it is all a hit reads of the entry, so they sit together.
+	refreshPending atomic.Bool
+
+	// fetching is set while the entry's fetch loop runs. At most one loop
+	// runs per entry; callers that need new data join it through
+	// loop.waiter. Guarded by mu.
+	fetching bool
+	// evicted is set once the entry left the cache; its loop then stops.
+	// It is written with both Cache.expiryMu and mu held, so either lock
+	// is enough to read it.
+	evicted bool
+	// stateClosed is set once the entry's state was closed (see
+	// closeState), on eviction or Close; any state stored later is closed
+	// as it comes. Guarded by mu.
+	stateClosed bool
+
+	// shard is the index of the shard whose map holds the entry. It never
+	// changes.
+	shard uint8
+
 	// loop is what the fetch loop and its waiters use, nil until a fetch
 	// starts or a caller waits. It is set under mu, and read without a lock
 	// only by the hit path, for lostContact. It is dropped (set to nil,
@@ -212,29 +234,8 @@ type entry struct {
 	watchers atomic.Int32
 	expires  int64
 
-	// mu guards fetching, evicted and the channels in loop.
+	// mu guards fetching, evicted, stateClosed and the channels in loop.
 	mu sync.Mutex
-
-	// refreshPending is set for a prepopulated entry of a refreshing type:
-	// its first hit starts the background refresh.
-	refreshPending atomic.Bool
-
-	// fetching is set while the entry's fetch loop runs. At most one loop
-	// runs per entry; callers that need new data join it through
-	// loop.waiter. Guarded by mu.
-	fetching bool
-	// evicted is set once the entry left the cache; its loop then stops.
-	// It is written with both Cache.expiryMu and mu held, so either lock
-	// is enough to read it.
-	evicted bool
-	// stateClosed is set once the entry's state was closed (see
-	// closeState), on eviction or Close; any state stored later is closed
-	// as it comes. Guarded by mu.
-	stateClosed bool
-
-	// shard is the index of the shard whose map holds the entry. It never
-	// changes.
-	shard uint8
 }
 
 // entryLoop is the part of an entry that only fetching uses.
