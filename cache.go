@@ -567,7 +567,7 @@ func (c *Cache) runSideFetch(e *entry, lp *entryLoop, te *typeEntry, r Request) 
 	defer func() { c.publishSide(e, lp, prev, fr, err) }()
 	fr, err = c.callFetch(fetchContext{lp.stop}, te, &k, opts, r)
 	if err == nil {
-		c.countSuccess(te)
+		c.countSuccess(te, fr)
 	} else {
 		c.countError(te, &k, err, 1)
 	}
@@ -640,6 +640,9 @@ func (c *Cache) fetchDirect(ctx context.Context, t string, r Request, info *Requ
 	case o := <-done:
 		if o.err != nil {
 			return nil, ResultMeta{}, o.err
+		}
+		if o.fr.NotModified {
+			return nil, ResultMeta{}, nil // no cached value to keep
 		}
 		return o.fr.Value, ResultMeta{}, nil
 	case <-timeout:

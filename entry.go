@@ -283,6 +283,11 @@ func (r *result) apply(fr FetchResult, err error, now int64, stop bool) *result 
 	if r.extra != nil {
 		x.fetchIndex = r.extra.fetchIndex
 	}
+	if fr.NotModified {
+		// Its Value is ignored: without a cached value (or with an error)
+		// it is no value.
+		fr.Value = nil
+	}
 	switch {
 	case fr.NotModified && err == nil && r.valid():
 		// The value stands: only its freshness, state and the index to
@@ -565,10 +570,7 @@ func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r
 
 	var stop bool
 	if err == nil {
-		c.countSuccess(te)
-		if fr.NotModified {
-			c.metrics.incr(te.keys.fetchNotModified)
-		}
+		c.countSuccess(te, fr)
 		if fr.Index > 0 {
 			attempt = 0
 		} else {
@@ -602,9 +604,6 @@ func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r
 // RefreshMaxFailures.
 func (c *Cache) stopsRefresh(te *typeEntry, k *entryKey, err error, failures uint) bool {
 	terminal := isStopRefresh(err)
-	if terminal {
-		c.metrics.incr(te.keys.fetchErrorTerminal)
-	}
 	if !te.opts.Refresh {
 		return false
 	}
@@ -615,10 +614,13 @@ func (c *Cache) stopsRefresh(te *typeEntry, k *entryKey, err error, failures uin
 	return true
 }
 
-// countSuccess counts a successful fetch.
-func (c *Cache) countSuccess(te *typeEntry) {
+// countSuccess counts a successful fetch that returned fr.
+func (c *Cache) countSuccess(te *typeEntry, fr FetchResult) {
 	c.metrics.incr(c.metrics.fetchSuccess)
 	c.metrics.incr(te.keys.fetchSuccess)
+	if fr.NotModified {
+		c.metrics.incr(te.keys.fetchNotModified)
+	}
 }
 
 // countError counts and logs a failed fetch, the latest of failures in a
@@ -626,6 +628,9 @@ func (c *Cache) countSuccess(te *typeEntry) {
 func (c *Cache) countError(te *typeEntry, k *entryKey, err error, failures uint) {
 	c.metrics.incr(c.metrics.fetchError)
 	c.metrics.incr(te.keys.fetchError)
+	if isStopRefresh(err) {
+		c.metrics.incr(te.keys.fetchErrorTerminal)
+	}
 	c.logger().Warn("cache: fetch failed", logAttrs(k, "error", err.Error(), "failures", failures)...)
 }
 

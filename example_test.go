@@ -3,6 +3,7 @@ package cache_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -491,4 +492,269 @@ func ExampleOptions_maxEntries() {
 	// c: hit false
 	// a: hit false
 	// c: hit true
+}
+
+// A Type may answer NotModified when the data has not changed since
+// FetchOptions.LastResult (here, its ETag in State is still current), so
+// that the server need not send the value again: the cache keeps its value
+// and index, takes the new State, and counts the value as fetched now.
+func ExampleFetchResult_notModified() {
+	value, etag, index := "debug", "v1", uint64(1) // the server's data
+	config := cache.FetchFunc(func(opts cache.FetchOptions, _ cache.Request) (cache.FetchResult, error) {
+		if last := opts.LastResult; last != nil && last.State == etag {
+			fmt.Println("server: not modified since", etag)
+			return cache.FetchResult{NotModified: true, State: etag, Index: index}, nil
+		}
+		fmt.Println("server: sending", value, etag)
+		return cache.FetchResult{Value: value, State: etag, Index: index}, nil
+	})
+
+	c := cache.New(nil)
+	defer c.Close()
+	c.RegisterType("config", config, nil)
+
+	req := cache.RequestInfo{Key: "log-level", MustRevalidate: true}
+	for i := 0; i < 3; i++ {
+		if i == 2 {
+			value, etag, index = "info", "v2", 2 // the data changes
+		}
+		v, meta, _ := c.Get("config", req)
+		fmt.Printf("log-level=%s (index %d)\n", v, meta.Index)
+	}
+
+	// Output:
+	// server: sending debug v1
+	// log-level=debug (index 1)
+	// server: not modified since v1
+	// log-level=debug (index 1)
+	// server: sending info v2
+	// log-level=info (index 2)
+}
+
+// watchStream is a Type's per-entry state that holds a resource, such as
+// a stream from the server, to release when the entry leaves the cache.
+type watchStream struct{ key string }
+
+func (s *watchStream) Close() error {
+	fmt.Println("closed the stream of", s.key)
+	return nil
+}
+
+// A State that implements io.Closer is closed when its entry leaves the
+// cache: on expiry, on eviction for MaxEntries (here), and on Close. A
+// State that a later fetch replaces stays the Type's to close.
+func ExampleFetchResult_closableState() {
+	feed := cache.FetchFunc(func(_ cache.FetchOptions, r cache.Request) (cache.FetchResult, error) {
+		key := r.CacheInfo().Key
+		fmt.Println("opened the stream of", key)
+		return cache.FetchResult{Value: "feed " + key, Index: 1, State: &watchStream{key}}, nil
+	})
+
+	c := cache.New(&cache.Options{MaxEntries: 1})
+	c.RegisterType("feed", feed, nil)
+	c.Get("feed", cache.RequestInfo{Key: "a"})
+	c.Get("feed", cache.RequestInfo{Key: "b"}) // over MaxEntries: a is evicted
+	c.Close()
+
+	// Output:
+	// opened the stream of a
+	// closed the stream of a
+	// opened the stream of b
+	// closed the stream of b
+}
+
+// A Type returns StopRefresh(err) when retrying cannot help, here because
+// the request's ACL token was deleted: the background refresh stops
+// instead of retrying every minute or two. The value stays cached; the
+// next Get fetches again and, once that succeeds, restarts the refresh.
+func ExampleStopRefresh() {
+	errNoToken := errors.New("ACL not found")
+	var mu sync.Mutex // guards the server's data
+	value, index, tokenOK := "s3cr3t", uint64(1), true
+	changed := make(chan struct{}) // closed and replaced at every change
+	update := func(f func()) {
+		mu.Lock()
+		defer mu.Unlock()
+		f()
+		close(changed)
+		changed = make(chan struct{})
+	}
+	secret := cache.BlockingFetchFunc(func(opts cache.FetchOptions, _ cache.Request) (cache.FetchResult, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		for tokenOK && index <= opts.MinIndex { // a blocking query: wait for a change
+			ch := changed
+			mu.Unlock()
+			<-ch
+			mu.Lock()
+		}
+		if !tokenOK {
+			return cache.FetchResult{}, cache.StopRefresh(errNoToken)
+		}
+		return cache.FetchResult{Value: value, Index: index}, nil
+	})
+
+	c := cache.New(nil)
+	defer update(func() { index++ }) // after Close: end the blocking query
+	defer c.Close()
+	c.RegisterType("secret", secret, &cache.RegisterOptions{Refresh: true, RefreshTimeout: time.Minute})
+
+	v, _, _ := c.Get("secret", cache.RequestInfo{Key: "db/password"})
+	fmt.Println("got", v)
+
+	update(func() { tokenOK = false }) // the token is deleted
+	v, _, err := c.Get("secret", cache.RequestInfo{Key: "db/password", MinIndex: 1})
+	fmt.Printf("got %v, error %q, token deleted: %t\n", v, err, errors.Is(err, errNoToken))
+
+	update(func() { value, index, tokenOK = "rotated", 2, true }) // a new token
+	v, meta, _ := c.Get("secret", cache.RequestInfo{Key: "db/password"})
+	fmt.Printf("got %v (hit %t)\n", v, meta.Hit)
+
+	// Output:
+	// got s3cr3t
+	// got s3cr3t, error "ACL not found", token deleted: true
+	// got rotated (hit false)
+}
+
+// RefreshMaxFailures stops the background refresh of an entry after that
+// many failed fetches in a row, instead of retrying every minute or two
+// until the entry expires. The next Get fetches again and restarts it.
+func ExampleRegisterOptions_refreshMaxFailures() {
+	var fetches atomic.Int32
+	release := make(chan struct{})
+	health := cache.BlockingFetchFunc(func(opts cache.FetchOptions, _ cache.Request) (cache.FetchResult, error) {
+		switch n := fetches.Add(1); {
+		case n == 1:
+			return cache.FetchResult{Value: "healthy", Index: 1}, nil
+		case n <= 4: // then the server is down for three fetches
+			return cache.FetchResult{}, errors.New("server unavailable")
+		case opts.MinIndex < 2:
+			return cache.FetchResult{Value: "healthy again", Index: 2}, nil
+		default: // a blocking query: nothing changes until the end
+			<-release
+			return cache.FetchResult{Value: "healthy again", Index: 2}, nil
+		}
+	})
+	noTime := func(groups []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey && len(groups) == 0 {
+			return slog.Attr{}
+		}
+		return a
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{ReplaceAttr: noTime}))
+
+	c := cache.New(&cache.Options{Logger: logger})
+	defer close(release) // after Close: end the blocking query
+	defer c.Close()
+	c.RegisterType("health", health, &cache.RegisterOptions{
+		Refresh: true, RefreshTimeout: time.Minute, RefreshMaxFailures: 3,
+	})
+
+	first, _, _ := c.Get("health", cache.RequestInfo{Key: "db"})
+	// Wait for a newer value. Gets that wait while the refresh fails get
+	// its errors; once it has stopped, the next Get fetches again.
+	var later interface{}
+	for err := errors.New("none yet"); err != nil; {
+		later, _, err = c.Get("health", cache.RequestInfo{Key: "db", MinIndex: 1})
+	}
+	fmt.Printf("first %s, then %s\n", first, later)
+
+	// Output:
+	// level=WARN msg="cache: fetch failed" type=health datacenter="" key=db error="server unavailable" failures=1
+	// level=WARN msg="cache: fetch failed" type=health datacenter="" key=db error="server unavailable" failures=2
+	// level=WARN msg="cache: fetch failed" type=health datacenter="" key=db error="server unavailable" failures=3
+	// level=WARN msg="cache: background refresh stopped until the next Get" type=health datacenter="" key=db error="server unavailable" failures=3
+	// first healthy, then healthy again
+}
+
+// ReloadOptions changes the options of a running cache and reports whether
+// anything changed. Here a lower MaxEntries evicts at once, and a Logger
+// starts receiving fetch errors.
+func ExampleCache_ReloadOptions() {
+	c := cache.New(nil)
+	defer c.Close()
+	c.RegisterType("user", cache.FetchFunc(func(_ cache.FetchOptions, r cache.Request) (cache.FetchResult, error) {
+		if key := r.CacheInfo().Key; key != "nobody" {
+			return cache.FetchResult{Value: "user " + key, Index: 1}, nil
+		}
+		return cache.FetchResult{}, errors.New("no such user")
+	}), nil)
+	for _, key := range []string{"a", "b", "c"} {
+		c.Get("user", cache.RequestInfo{Key: key})
+	}
+
+	noTime := func(groups []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey && len(groups) == 0 {
+			return slog.Attr{}
+		}
+		return a
+	}
+	opts := cache.Options{
+		MaxEntries: 1, // keeps c, the most recently used
+		Logger:     slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{ReplaceAttr: noTime})),
+	}
+	fmt.Println("changed:", c.ReloadOptions(opts))
+	fmt.Println("changed again:", c.ReloadOptions(opts))
+
+	for _, key := range []string{"c", "nobody", "a"} {
+		_, meta, err := c.Get("user", cache.RequestInfo{Key: key})
+		fmt.Printf("%s: hit %t, error %v\n", key, meta.Hit, err)
+	}
+
+	// Output:
+	// changed: true
+	// changed again: false
+	// c: hit true, error <nil>
+	// level=WARN msg="cache: fetch failed" type=user datacenter="" key=nobody error="no such user" failures=1
+	// nobody: hit false, error no such user
+	// a: hit false, error <nil>
+}
+
+// longPoll is a Type whose blocking fetch can be abandoned: it implements
+// cache.ContextType, so the cache calls FetchContext with a context that
+// ends when nobody needs the answer any more.
+type longPoll struct{ waiting, abandoned chan struct{} }
+
+func (longPoll) SupportsBlocking() bool { return true }
+
+func (p longPoll) Fetch(opts cache.FetchOptions, r cache.Request) (cache.FetchResult, error) {
+	return p.FetchContext(context.Background(), opts, r)
+}
+
+func (p longPoll) FetchContext(ctx context.Context, opts cache.FetchOptions, _ cache.Request) (cache.FetchResult, error) {
+	if opts.MinIndex == 0 {
+		return cache.FetchResult{Value: "v1", Index: 1}, nil
+	}
+	// A blocking query: wait for a change, or give up with the caller.
+	close(p.waiting)
+	<-ctx.Done()
+	close(p.abandoned)
+	return cache.FetchResult{}, ctx.Err()
+}
+
+// A Type that implements ContextType learns when its long blocking query is
+// no longer needed: here, because the cache closes while a blocking Get
+// waits on it.
+func ExampleContextType() {
+	c := cache.New(nil)
+	p := longPoll{waiting: make(chan struct{}), abandoned: make(chan struct{})}
+	c.RegisterType("poll", p, &cache.RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute})
+
+	v, _, _ := c.Get("poll", cache.RequestInfo{Key: "k"})
+	fmt.Println("first value:", v)
+	<-p.waiting // the background refresh is in its blocking query
+
+	done := make(chan error)
+	go func() {
+		_, _, err := c.Get("poll", cache.RequestInfo{Key: "k", MinIndex: 1})
+		done <- err
+	}()
+	c.Close()
+	<-p.abandoned
+	fmt.Println("the blocking fetch was abandoned")
+	fmt.Println("the waiting Get:", <-done)
+	// Output:
+	// first value: v1
+	// the blocking fetch was abandoned
+	// the waiting Get: cache: closed
 }
