@@ -283,7 +283,11 @@ func (c *Cache) GetContext(ctx context.Context, t string, r Request) (interface{
 	if info.Timeout < 0 || info.MaxAge < 0 {
 		return nil, ResultMeta{}, badRequestInfo("Get", t, &info)
 	}
-	return c.getWithIndex(ctx, t, r, &info, info.MinIndex, 0)
+	// getWithIndex, spelt out: one frame less for Gets that wait.
+	if done, v, meta, err := c.getFast(ctx, t, r, &info, info.MinIndex); done {
+		return v, meta, err
+	}
+	return c.getSlow(ctx, t, r, &info, info.MinIndex, 0, c.slowKey(t, &info))
 }
 
 // nilRequest is the error for a nil Request; op names the caller.
@@ -320,25 +324,57 @@ func GetAs[V any](ctx context.Context, c *Cache, t string, r Request) (V, Result
 // with an index below resetBelow (0 for none) is a reset, returned at once:
 // Notify passes the index it delivered last, which came from this cache.
 func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info *RequestInfo, minIndex, resetBelow uint64) (interface{}, ResultMeta, error) {
+	if done, v, meta, err := c.getFast(ctx, t, r, info, minIndex); done {
+		return v, meta, err
+	}
+	return c.getSlow(ctx, t, r, info, minIndex, resetBelow, c.slowKey(t, info))
+}
+
+// getFast serves what needs no wait on an entry: a bypassing Get, and a
+// hit at first sight. done is false for anything else, which getSlow
+// serves.
+func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestInfo, minIndex uint64) (done bool, v interface{}, meta ResultMeta, err error) {
 	if info.Key == "" {
 		c.metrics.incr(c.metrics.bypass)
-		return c.fetchDirect(ctx, t, r, info, minIndex)
+		v, meta, err = c.fetchDirect(ctx, t, r, info, minIndex)
+		return true, v, meta, err
+	}
+	v, meta, done = c.tryHit(t, r, info, minIndex)
+	return done, v, meta, nil
+}
+
+// slowKey returns the key of info for getSlow: a copy on the heap, not the
+// hit path's stack buffer. The stack of a waiting Get then stays shallow,
+// so that goroutines that miss together (a burst of callers of one new
+// key) fit in their first stack instead of each copying it to a larger
+// one, which costs far more than the allocation.
+func (c *Cache) slowKey(t string, info *RequestInfo) keyRef {
+	return c.makeKey(nil, t, info.Datacenter, info.Token, info.Key)
+}
+
+// tryHit serves the common case, a hit at first sight, with no loop,
+// timer, defer or allocation: its key is encoded on the stack. ok is false
+// for anything else.
+func (c *Cache) tryHit(t string, r Request, info *RequestInfo, minIndex uint64) (v interface{}, meta ResultMeta, ok bool) {
+	te := c.typeEntry(t)
+	if te == nil {
+		return nil, ResultMeta{}, false
 	}
 	var kbuf [128]byte
-	key := c.makeKey(kbuf[:], t, info.Datacenter, info.Token, info.Key)
-
-	// The common case, a hit at first sight, takes this short path: no
-	// loop, timer or defer.
-	if te := c.typeEntry(t); te != nil {
-		if e := c.lookup(key); e != nil {
-			if res := e.res.Load(); res != nil {
-				if now := c.now(); c.isHit(te, info, minIndex, res, true, now) {
-					return c.hit(te, e, res, r, true, now)
-				}
-			}
-		}
+	e := c.lookup(c.makeKey(kbuf[:], t, info.Datacenter, info.Token, info.Key))
+	if e == nil {
+		return nil, ResultMeta{}, false
 	}
-	return c.getSlow(ctx, t, r, info, minIndex, resetBelow, key)
+	res := e.res.Load()
+	if res == nil {
+		return nil, ResultMeta{}, false
+	}
+	now := c.now()
+	if !c.isHit(te, info, minIndex, res, true, now) {
+		return nil, ResultMeta{}, false
+	}
+	v, meta, _ = c.hit(te, e, res, r, true, now)
+	return v, meta, true
 }
 
 // getSlow is getWithIndex for everything but a hit at first sight: it
@@ -353,7 +389,8 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		if te == nil {
 			return nil, ResultMeta{}, unknownType(t)
 		}
-		e := c.lookup(key)
+		found := c.lookup(key)
+		e := found
 		if e == nil {
 			// Evicted while we waited: its last result still answers us.
 			e = waited
@@ -400,44 +437,38 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 			floor = res.index
 		}
 		var ch <-chan struct{}
-		waited, ch = c.fetch(te, key, r, res, minIndex)
+		waited, ch = c.fetch(te, found, key, r, res, minIndex)
 		if ch == nil {
 			return res.value, c.meta(te, waited, res, now), ErrClosed
 		}
-		switch c.wait(waited, ch, timeout, ctx) {
-		case waitTimeout:
+		// While Gets wait on an entry it cannot expire (it is watched),
+		// and the end of a wait is a use. The select is here rather than
+		// in a function of its own to keep the stack of a waiting Get
+		// within a new goroutine's first stack.
+		waited.watchers.Add(1)
+		var gaveUp error
+		select {
+		case <-ch:
+		case <-c.stopCh:
+		case <-timeout:
+			gaveUp = errTimedOut
+		case <-ctx.Done():
+			gaveUp = ctx.Err()
+		}
+		waited.lastAccess.Store(c.now())
+		waited.watchers.Add(-1)
+		if gaveUp == errTimedOut {
 			return res.value, ResultMeta{Index: res.index}, nil
-		case waitCancel:
-			return res.value, ResultMeta{Index: res.index}, ctx.Err()
+		}
+		if gaveUp != nil {
+			return res.value, ResultMeta{Index: res.index}, gaveUp
 		}
 	}
 }
 
-// Outcomes of Cache.wait.
-const (
-	waitDone    = iota // ch was closed, or the cache: look again
-	waitTimeout        // the request's Timeout passed
-	waitCancel         // the caller's context ended
-)
-
-// wait waits on e for ch, the Get's timeout or ctx. While it waits, e
-// counts as watched, so it cannot expire; the end of the wait is a use.
-func (c *Cache) wait(e *entry, ch <-chan struct{}, timeout <-chan time.Time, ctx context.Context) int {
-	e.watchers.Add(1)
-	defer func() {
-		e.lastAccess.Store(c.now())
-		e.watchers.Add(-1)
-	}()
-	select {
-	case <-ch:
-	case <-c.stopCh:
-	case <-timeout:
-		return waitTimeout
-	case <-ctx.Done():
-		return waitCancel
-	}
-	return waitDone
-}
+// errTimedOut marks, within getSlow, a wait ended by the request's
+// Timeout, which Get reports as no error.
+var errTimedOut = errors.New("cache: timed out")
 
 // hit returns the value of res, a hit on e at time now. first tells a hit
 // at first sight, counted and flagged as such, from one after a wait.
@@ -506,11 +537,14 @@ func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *re
 
 // fetch makes sure the entry for key is being fetched and returns it with a
 // channel that is closed when there is something new to look at, or nil if
-// the cache is closed. seen is the result the caller examined: if a newer
+// the cache is closed. e is the entry for key if the caller just found it
+// in the map, else nil. seen is the result the caller examined: if a newer
 // one was published since, the channel is already closed, so a Get racing
 // with a finishing fetch never waits for (or starts) another one.
-func (c *Cache) fetch(te *typeEntry, key keyRef, r Request, seen *result, minIndex uint64) (*entry, <-chan struct{}) {
-	e := c.lookupOrCreate(key, te)
+func (c *Cache) fetch(te *typeEntry, e *entry, key keyRef, r Request, seen *result, minIndex uint64) (*entry, <-chan struct{}) {
+	if e == nil {
+		e = c.lookupOrCreate(key, te)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	switch {

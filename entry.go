@@ -71,6 +71,9 @@ type keyRef struct {
 // makeKey encodes a partition into buf (reused from its start; nil is
 // fine) and picks its shard.
 func (c *Cache) makeKey(buf []byte, typ, dc, token, key string) keyRef {
+	if buf == nil {
+		buf = make([]byte, 0, len(typ)+len(dc)+len(token)+len(key)+3*binary.MaxVarintLen64)
+	}
 	b := appendKey(buf[:0], typ, dc, token, key)
 	return keyRef{b: b, shard: shardOf(key, c.shardSalt)}
 }
