@@ -330,17 +330,35 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info *Req
 	return c.getSlow(ctx, t, r, info, minIndex, resetBelow, c.slowKey(t, info))
 }
 
-// getFast serves what needs no wait on an entry: a bypassing Get, and a
-// hit at first sight. done is false for anything else, which getSlow
-// serves.
+// getFast serves what needs no wait on an entry: a bypassing Get, and
+// the common case, a hit at first sight, with no loop, timer, defer or
+// allocation (its key is encoded on the stack). done is false for
+// anything else, which getSlow serves.
 func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestInfo, minIndex uint64) (done bool, v interface{}, meta ResultMeta, err error) {
 	if info.Key == "" {
 		c.metrics.incr(c.metrics.bypass)
 		v, meta, err = c.fetchDirect(ctx, t, r, info, minIndex)
 		return true, v, meta, err
 	}
-	v, meta, done = c.tryHit(t, r, info, minIndex)
-	return done, v, meta, nil
+	te := c.typeEntry(t)
+	if te == nil {
+		return false, nil, ResultMeta{}, nil
+	}
+	var kbuf [128]byte
+	e := c.lookup(c.makeKey(kbuf[:], t, info.Datacenter, info.Token, info.Key))
+	if e == nil {
+		return false, nil, ResultMeta{}, nil
+	}
+	res := e.res.Load()
+	if res == nil {
+		return false, nil, ResultMeta{}, nil
+	}
+	now := c.now()
+	if !c.isHit(te, info, minIndex, res, true, now) {
+		return false, nil, ResultMeta{}, nil
+	}
+	v, meta, err = c.hit(te, e, res, r, true, now)
+	return true, v, meta, err
 }
 
 // slowKey returns the key of info for getSlow: a copy on the heap, not the
@@ -350,31 +368,6 @@ func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestI
 // one, which costs far more than the allocation.
 func (c *Cache) slowKey(t string, info *RequestInfo) keyRef {
 	return c.makeKey(nil, t, info.Datacenter, info.Token, info.Key)
-}
-
-// tryHit serves the common case, a hit at first sight, with no loop,
-// timer, defer or allocation: its key is encoded on the stack. ok is false
-// for anything else.
-func (c *Cache) tryHit(t string, r Request, info *RequestInfo, minIndex uint64) (v interface{}, meta ResultMeta, ok bool) {
-	te := c.typeEntry(t)
-	if te == nil {
-		return nil, ResultMeta{}, false
-	}
-	var kbuf [128]byte
-	e := c.lookup(c.makeKey(kbuf[:], t, info.Datacenter, info.Token, info.Key))
-	if e == nil {
-		return nil, ResultMeta{}, false
-	}
-	res := e.res.Load()
-	if res == nil {
-		return nil, ResultMeta{}, false
-	}
-	now := c.now()
-	if !c.isHit(te, info, minIndex, res, true, now) {
-		return nil, ResultMeta{}, false
-	}
-	v, meta, _ = c.hit(te, e, res, r, true, now)
-	return v, meta, true
 }
 
 // getSlow is getWithIndex for everything but a hit at first sight: it
@@ -403,6 +396,11 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		// floor is the index of the value seen before the wait: one below
 		// it means the servers' index went backwards.
 		now := c.now()
+		// Woken by Close with nothing new: what we waited for will not
+		// come, even where a second look would be a hit.
+		if !first && res == seen && c.closed.Load() {
+			return res.value, c.meta(te, e, res, now), ErrClosed
+		}
 		if c.isHit(te, info, minIndex, res, first, now) || (res.valid() && res.index < floor) {
 			return c.hit(te, e, res, r, first, now)
 		}
@@ -442,18 +440,24 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 			return res.value, c.meta(te, waited, res, now), ErrClosed
 		}
 		// While Gets wait on an entry it cannot expire (it is watched),
-		// and the end of a wait is a use. The select is here rather than
-		// in a function of its own to keep the stack of a waiting Get
-		// within a new goroutine's first stack.
+		// and the end of a wait is a use. The wait is here rather than in
+		// a function of its own, and is a plain receive when nothing else
+		// can end it (Close wakes every entry's waiters), to keep the stack
+		// of a waiting Get within a new goroutine's first stack: a burst of
+		// goroutines missing one key then need not each copy a grown one.
 		waited.watchers.Add(1)
 		var gaveUp error
-		select {
-		case <-ch:
-		case <-c.stopCh:
-		case <-timeout:
-			gaveUp = errTimedOut
-		case <-ctx.Done():
-			gaveUp = ctx.Err()
+		if timeout == nil && ctx.Done() == nil {
+			<-ch
+		} else {
+			select {
+			case <-ch:
+			case <-c.stopCh:
+			case <-timeout:
+				gaveUp = errTimedOut
+			case <-ctx.Done():
+				gaveUp = ctx.Err()
+			}
 		}
 		waited.lastAccess.Store(c.now())
 		waited.watchers.Add(-1)
@@ -617,8 +621,10 @@ func (c *Cache) publishSide(e *entry, lp *entryLoop, prev *result, fr FetchResul
 	if err == nil && e.loop.Load() == lp {
 		e.wake()
 	}
-	close(lp.side)
-	lp.side = nil
+	if lp.side != nil { // Close may have released its waiters already
+		close(lp.side)
+		lp.side = nil
+	}
 	e.mu.Unlock()
 	c.closeState(e, closeSt)
 }
@@ -794,6 +800,7 @@ func (c *Cache) Close() error {
 		for _, e := range s.m {
 			e.mu.Lock()
 			e.stop()
+			e.wakeAll()
 			if st := e.retire(); st != nil {
 				states = append(states, retired{e, st})
 			}

@@ -1604,3 +1604,34 @@ func TestCacheGet_concurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Pins: Close releases a Get waiting for a revalidation fetch that runs
+// beside a blocking query, even when that fetch ignores its context: the
+// Get, with no Timeout or context of its own, returns ErrClosed at once.
+func TestCacheClose_releasesRevalidationWaiters(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, release := cacheBubble(t)
+		typ := TestType(t)
+		var log cacheFetchLog
+		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
+		// The blocking query, then the revalidation: both hang until the
+		// test ends, whatever their context says.
+		log.on(typ, cacheUntil(release), FetchResult{Value: "v6", Index: 6}, nil)
+		c.RegisterType("t", typ, nil)
+
+		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		blocked := cacheGoGet(c, "t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 5}))
+		cacheRequireBlocked(t, blocked)
+		revalidating := cacheGoGet(c, "t", TestRequest(t, RequestInfo{Key: "k", MustRevalidate: true}))
+		cacheRequireBlocked(t, revalidating)
+		require.Equal(t, 3, log.count(), "the revalidation runs beside the blocking query")
+
+		require.NoError(t, c.Close())
+		for _, ch := range []<-chan cacheGetResult{blocked, revalidating} {
+			r := cacheRequireReturned(t, ch)
+			require.ErrorIs(t, r.Err, ErrClosed)
+			require.Equal(t, "v5", r.Value)
+		}
+	})
+}

@@ -354,6 +354,17 @@ func (e *entry) wake() {
 	}
 }
 
+// wakeAll releases every caller waiting on the entry, for the loop's next
+// result or for a revalidation: Close does it, so that Gets waiting with
+// no timeout or context need not also watch for Close. e.mu must be held.
+func (e *entry) wakeAll() {
+	e.wake()
+	if lp := e.loop.Load(); lp != nil && lp.side != nil {
+		close(lp.side)
+		lp.side = nil
+	}
+}
+
 // entryStopCh returns the channel closed when the entry is evicted or the
 // cache closed. e.mu must be held.
 func (c *Cache) entryStopCh(e *entry) chan struct{} {
