@@ -442,11 +442,13 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		// While Gets wait on an entry it cannot expire (it is watched),
 		// and the end of a wait is a use. The wait is here rather than in
 		// a function of its own, and is a plain receive when nothing else
-		// can end it (Close wakes every entry's waiters), to keep the stack
-		// of a waiting Get within a new goroutine's first stack: a burst of
-		// goroutines missing one key then need not each copy a grown one.
+		// can end it, to keep the stack of a waiting Get within a new
+		// goroutine's first stack: a burst of goroutines missing one key
+		// then need not each copy a grown one. Close wakes the waiters of
+		// every cached entry; those of an entry evicted under them wait
+		// for its fetch, whose context the eviction cancelled.
 		waited.watchers.Add(1)
-		var gaveUp error
+		timedOut, cancelled := false, false
 		if timeout == nil && ctx.Done() == nil {
 			<-ch
 		} else {
@@ -454,25 +456,21 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 			case <-ch:
 			case <-c.stopCh:
 			case <-timeout:
-				gaveUp = errTimedOut
+				timedOut = true
 			case <-ctx.Done():
-				gaveUp = ctx.Err()
+				cancelled = true
 			}
 		}
 		waited.lastAccess.Store(c.now())
 		waited.watchers.Add(-1)
-		if gaveUp == errTimedOut {
+		switch {
+		case timedOut:
 			return res.value, ResultMeta{Index: res.index}, nil
-		}
-		if gaveUp != nil {
-			return res.value, ResultMeta{Index: res.index}, gaveUp
+		case cancelled:
+			return res.value, ResultMeta{Index: res.index}, ctx.Err()
 		}
 	}
 }
-
-// errTimedOut marks, within getSlow, a wait ended by the request's
-// Timeout, which Get reports as no error.
-var errTimedOut = errors.New("cache: timed out")
 
 // hit returns the value of res, a hit on e at time now. first tells a hit
 // at first sight, counted and flagged as such, from one after a wait.
