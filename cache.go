@@ -599,7 +599,7 @@ func (c *Cache) runSideFetch(e *entry, lp *entryLoop, te *typeEntry, r Request) 
 	opts.MinIndex, opts.Timeout = 0, 0
 
 	// Preset for a Fetch that calls runtime.Goexit.
-	fr, err := FetchResult{}, fmt.Errorf("cache: fetch of type %q, key %q exited without a result", te.name, k.key)
+	fr, err := FetchResult{}, errExited(te.name, k.key)
 	defer func() { c.publishSide(e, lp, prev, fr, err) }()
 	fr, err = c.callFetch(fetchContext{lp.stop}, te, &k, opts, r)
 	if err == nil {
@@ -669,7 +669,7 @@ func (c *Cache) fetchDirect(ctx context.Context, t string, r Request, info *Requ
 	k := entryKey{typ: t, dc: info.Datacenter, token: info.Token} // info must not escape
 	go func() {
 		// Preset for a Fetch that calls runtime.Goexit.
-		o := outcome{err: fmt.Errorf("cache: fetch of type %q exited without a result", t)}
+		o := outcome{err: errExited(t, "")}
 		defer func() { done <- o }()
 		o.fr, o.err = c.callFetch(fctx, te, &k, FetchOptions{MinIndex: minIndex}, r)
 	}()

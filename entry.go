@@ -499,8 +499,7 @@ func (c *Cache) runFetchLoop(e *entry, lp *entryLoop, te *typeEntry, r Request) 
 	done := false
 	defer func() {
 		if !done {
-			c.publish(e, nil, FetchResult{}, fmt.Errorf("cache: fetch of type %q, key %q exited without a result",
-				te.name, k.key), false, false)
+			c.publish(e, nil, FetchResult{}, errExited(te.name, k.key), false, false)
 			c.addExpiry(e)
 		}
 	}()

@@ -167,6 +167,16 @@ func (c *Cache) callFetch(ctx context.Context, te *typeEntry, k *entryKey, opts 
 	return te.typ.Fetch(opts, r)
 }
 
+// errExited is the error of a fetch whose Fetch called runtime.Goexit (as
+// t.FailNow does in a mock): its callers must not wait for it forever. key
+// is empty for a Get that bypasses the cache.
+func errExited(typ, key string) error {
+	if key == "" {
+		return fmt.Errorf("cache: fetch of type %q exited without a result", typ)
+	}
+	return fmt.Errorf("cache: fetch of type %q, key %q exited without a result", typ, key)
+}
+
 // logAttrs returns the attributes that identify the entry k in log lines,
 // followed by more. The ACL token is left out: it is a secret.
 func logAttrs(k *entryKey, more ...any) []any {
