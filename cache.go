@@ -53,16 +53,16 @@ var ErrClosed = errors.New("cache: closed")
 // for the names): hits, misses, fetches, errors, evictions and the number of
 // entries.
 type Cache struct {
-	// types maps type names to *typeEntry. It is copied on write under
-	// typesMu and read without a lock.
+	// types maps type names to their registrations. It is copied on
+	// write under typesMu and read without a lock.
 	typesMu sync.Mutex
-	types   atomic.Pointer[map[string]*typeEntry]
+	types   atomic.Pointer[map[string]*typeSlot]
 
 	// shards hold the entries, spread by a hash of their key so that
-	// readers of different keys do not share a lock word.
-	shards    [shardCount]shard
-	shardSalt uint64       // varies shard choice between caches
-	count     atomic.Int64 // entries in all shards
+	// writers of different keys do not share a lock.
+	shards   [shardCount]shard
+	hashSeed uint64       // of the key hash; varies between caches
+	count    atomic.Int64 // entries in all shards
 
 	// expiryMu guards expiry and the heap fields of every entry. Lock
 	// order: expiryMu, then shard.mu, then entry.mu.
@@ -92,6 +92,14 @@ type typeEntry struct {
 	typ  Type
 	opts RegisterOptions
 	keys typeKeys
+	slot *typeSlot
+}
+
+// typeSlot holds the latest registration of a type name. Entries point to
+// it, so that a hit finds its type without a lookup by name and still
+// sees a re-registration.
+type typeSlot struct {
+	te atomic.Pointer[typeEntry]
 }
 
 const (
@@ -100,14 +108,12 @@ const (
 )
 
 // shard is one part of the entry map, padded to its own cache line.
+// Lookups read tab without a lock; mu serialises the writers, which
+// publish a new table whenever they build one.
 type shard struct {
-	mu sync.RWMutex
-	m  map[string]*entry // by entry.key
-	// peak is the most entries m held since it was last rebuilt: Go maps
-	// never give memory back, so evict rebuilds m once it has shrunk well
-	// below that.
-	peak int
-	_    [24]byte
+	mu  sync.Mutex
+	tab atomic.Pointer[table]
+	_   [48]byte
 }
 
 // ResultMeta is returned by Get with the value. It tells how the value was
@@ -142,7 +148,7 @@ func New(opts *Options) *Cache {
 		o = *opts
 	}
 	c := &Cache{
-		shardSalt:    rand.Uint64(),
+		hashSeed:     rand.Uint64(),
 		expiryNotify: make(chan struct{}, 1),
 		// One nanosecond before now, so that no offset is 0: stored
 		// offsets use 0 for "never".
@@ -153,9 +159,9 @@ func New(opts *Options) *Cache {
 	c.settings.Store(newSettings(&o))
 	reloaded := make(chan struct{})
 	c.reloaded.Store(&reloaded)
-	c.types.Store(&map[string]*typeEntry{})
+	c.types.Store(&map[string]*typeSlot{})
 	for i := range c.shards {
-		c.shards[i].m = make(map[string]*entry)
+		c.shards[i].tab.Store(emptyTable)
 	}
 	go c.runExpiryLoop()
 	return c
@@ -227,17 +233,26 @@ func (c *Cache) RegisterType(n string, typ Type, opts *RegisterOptions) {
 	c.typesMu.Lock()
 	defer c.typesMu.Unlock()
 	old := *c.types.Load()
-	types := make(map[string]*typeEntry, len(old)+1)
+	if te.slot = old[n]; te.slot != nil {
+		te.slot.te.Store(te)
+		return
+	}
+	te.slot = new(typeSlot)
+	te.slot.te.Store(te)
+	types := make(map[string]*typeSlot, len(old)+1)
 	for k, v := range old {
 		types[k] = v
 	}
-	types[n] = te
+	types[n] = te.slot
 	c.types.Store(&types)
 }
 
 // typeEntry returns the type registered as t, or nil.
 func (c *Cache) typeEntry(t string) *typeEntry {
-	return (*c.types.Load())[t]
+	if ts := (*c.types.Load())[t]; ts != nil {
+		return ts.te.Load()
+	}
+	return nil
 }
 
 func unknownType(t string) error {
@@ -287,7 +302,7 @@ func (c *Cache) GetContext(ctx context.Context, t string, r Request) (interface{
 	if done, v, meta, err := c.getFast(ctx, t, r, &info, info.MinIndex); done {
 		return v, meta, err
 	}
-	return c.getSlow(ctx, t, r, &info, info.MinIndex, 0, c.slowKey(t, &info))
+	return c.getSlow(ctx, t, r, &info, info.MinIndex, 0)
 }
 
 // nilRequest is the error for a nil Request; op names the caller.
@@ -327,7 +342,7 @@ func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info *Req
 	if done, v, meta, err := c.getFast(ctx, t, r, info, minIndex); done {
 		return v, meta, err
 	}
-	return c.getSlow(ctx, t, r, info, minIndex, resetBelow, c.slowKey(t, info))
+	return c.getSlow(ctx, t, r, info, minIndex, resetBelow)
 }
 
 // getFast serves what needs no wait on an entry: a bypassing Get, and
@@ -340,12 +355,12 @@ func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestI
 		v, meta, err = c.fetchDirect(ctx, t, r, info, minIndex)
 		return true, v, meta, err
 	}
-	te := c.typeEntry(t)
-	if te == nil {
-		return false, nil, ResultMeta{}, nil
-	}
+	// The clock first: on amd64 reading it waits for the loads before it
+	// to complete, and a hit's cache misses are all still to come.
+	now := c.now()
 	var kbuf [128]byte
-	e := c.lookup(c.makeKey(kbuf[:], t, info.Datacenter, info.Token, info.Key))
+	key := c.makeKey(kbuf[:], t, info.Datacenter, info.Token, info.Key)
+	e := c.lookup(&key)
 	if e == nil {
 		return false, nil, ResultMeta{}, nil
 	}
@@ -353,7 +368,8 @@ func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestI
 	if res == nil {
 		return false, nil, ResultMeta{}, nil
 	}
-	now := c.now()
+	// Entries exist only for registered types.
+	te := e.typ.te.Load()
 	if !c.isHit(te, info, minIndex, res, true, now) {
 		return false, nil, ResultMeta{}, nil
 	}
@@ -361,18 +377,15 @@ func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestI
 	return true, v, meta, err
 }
 
-// slowKey returns the key of info for getSlow: a copy on the heap, not the
-// hit path's stack buffer. The stack of a waiting Get then stays shallow,
-// so that goroutines that miss together (a burst of callers of one new
-// key) fit in their first stack instead of each copying it to a larger
-// one, which costs far more than the allocation.
-func (c *Cache) slowKey(t string, info *RequestInfo) keyRef {
-	return c.makeKey(nil, t, info.Datacenter, info.Token, info.Key)
-}
-
 // getSlow is getWithIndex for everything but a hit at first sight: it
 // waits for fetches until the request is satisfied, fails, or times out.
-func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestInfo, minIndex, floor uint64, key keyRef) (interface{}, ResultMeta, error) {
+func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestInfo, minIndex, floor uint64) (interface{}, ResultMeta, error) {
+	// The key's bytes on the heap, not on the stack: the stack of a
+	// waiting Get then stays shallow, so that goroutines that miss
+	// together (a burst of callers of one new key) fit in their first
+	// stack instead of each copying it to a larger one, which costs far
+	// more than the allocation.
+	key := c.makeKey(nil, t, info.Datacenter, info.Token, info.Key)
 	first := true
 	var timeout <-chan time.Time
 	var waited *entry // the entry whose fetch we last waited for
@@ -382,7 +395,7 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		if te == nil {
 			return nil, ResultMeta{}, unknownType(t)
 		}
-		found := c.lookup(key)
+		found := c.lookup(&key)
 		e := found
 		if e == nil {
 			// Evicted while we waited: its last result still answers us.
@@ -435,7 +448,7 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 			floor = res.index
 		}
 		var ch <-chan struct{}
-		waited, ch = c.fetch(te, found, key, r, res, minIndex)
+		waited, ch = c.fetch(te, found, &key, r, res, minIndex)
 		if ch == nil {
 			return res.value, c.meta(te, waited, res, now), ErrClosed
 		}
@@ -543,7 +556,7 @@ func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *re
 // in the map, else nil. seen is the result the caller examined: if a newer
 // one was published since, the channel is already closed, so a Get racing
 // with a finishing fetch never waits for (or starts) another one.
-func (c *Cache) fetch(te *typeEntry, e *entry, key keyRef, r Request, seen *result, minIndex uint64) (*entry, <-chan struct{}) {
+func (c *Cache) fetch(te *typeEntry, e *entry, key *keyRef, r Request, seen *result, minIndex uint64) (*entry, <-chan struct{}) {
 	if e == nil {
 		e = c.lookupOrCreate(key, te)
 	}
@@ -693,29 +706,28 @@ func (c *Cache) fetchDirect(ctx context.Context, t string, r Request, info *Requ
 }
 
 // lookup returns the entry for key, or nil.
-func (c *Cache) lookup(key keyRef) *entry {
-	s := &c.shards[key.shard]
-	s.mu.RLock()
-	e := s.m[string(key.b)]
-	s.mu.RUnlock()
-	return e
+func (c *Cache) lookup(key *keyRef) *entry {
+	return c.shards[key.shard()].tab.Load().get(key)
 }
 
 // lookupOrCreate returns the entry for key, creating an empty one if needed.
-func (c *Cache) lookupOrCreate(key keyRef, te *typeEntry) *entry {
+func (c *Cache) lookupOrCreate(key *keyRef, te *typeEntry) *entry {
 	if e := c.lookup(key); e != nil {
 		return e
 	}
 
-	s := &c.shards[key.shard]
+	s := &c.shards[key.shard()]
 	s.mu.Lock()
-	if e := s.m[string(key.b)]; e != nil {
+	t := s.tab.Load()
+	if e := t.get(key); e != nil {
 		s.mu.Unlock()
 		return e
 	}
-	e := &entry{key: string(key.b), ttl: te.opts.LastGetTTL, heapIndex: -1, shard: key.shard}
-	s.m[e.key] = e
-	s.peak = max(s.peak, len(s.m))
+	e := newEntry(key.b)
+	e.typ, e.ttl, e.heapIndex, e.shard = te.slot, te.opts.LastGetTTL, -1, key.shard()
+	if nt := t.insert(key.hash, e); nt != t {
+		s.tab.Store(nt)
+	}
 	n := c.count.Add(1)
 	s.mu.Unlock()
 
@@ -750,7 +762,7 @@ func (c *Cache) Prepopulate(t string, res FetchResult, dc, token, key string) er
 	var kbuf [128]byte
 	k := c.makeKey(kbuf[:], t, dc, token, key)
 	for {
-		e := c.lookupOrCreate(k, te)
+		e := c.lookupOrCreate(&k, te)
 		e.mu.Lock()
 		if e.evicted {
 			e.mu.Unlock()
@@ -789,13 +801,13 @@ func (c *Cache) Close() error {
 		return nil
 	}
 	close(c.stopCh)
-	// A loop started before closed was set is in a shard map by now, and
+	// A loop started before closed was set is in a shard's table by now, and
 	// one that was not yet started sees closed under its entry's lock.
 	var states []retired
 	for i := range c.shards {
 		s := &c.shards[i]
-		s.mu.RLock()
-		for _, e := range s.m {
+		s.mu.Lock()
+		s.tab.Load().each(func(e *entry) {
 			e.mu.Lock()
 			e.stop()
 			e.wakeAll()
@@ -803,8 +815,8 @@ func (c *Cache) Close() error {
 				states = append(states, retired{e, st})
 			}
 			e.mu.Unlock()
-		}
-		s.mu.RUnlock()
+		})
+		s.mu.Unlock()
 	}
 	c.closeStates(states)
 	return nil

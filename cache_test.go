@@ -1525,8 +1525,8 @@ func TestCacheFetch_racedResult(t *testing.T) {
 
 	te := c.typeEntry("t")
 	key := c.makeKey(nil, "t", "", "", "k")
-	e, ch := c.fetch(te, nil, key, req, noResult, 0)
-	require.Same(t, c.lookup(key), e)
+	e, ch := c.fetch(te, nil, &key, req, noResult, 0)
+	require.Same(t, c.lookup(&key), e)
 	select {
 	case <-ch:
 	default:
@@ -1534,7 +1534,7 @@ func TestCacheFetch_racedResult(t *testing.T) {
 	}
 	require.Equal(t, 1, log.count())
 
-	_, ch = c.fetch(te, nil, key, req, e.res.Load(), 0)
+	_, ch = c.fetch(te, nil, &key, req, e.res.Load(), 0)
 	select {
 	case <-ch:
 	case <-time.After(10 * time.Second):

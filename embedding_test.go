@@ -599,7 +599,7 @@ func TestEmbedding_GoexitEntryExpires(t *testing.T) {
 
 		time.Sleep(time.Hour)
 		synctest.Wait()
-		require.Nil(t, c.lookup(c.makeKey(nil, "exit_t", "", "", "k")), "entry not evicted")
+		require.Nil(t, c.lookupKey("exit_t", "", "", "k"), "entry not evicted")
 		require.Zero(t, c.count.Load())
 	})
 }

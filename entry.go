@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -10,100 +9,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/time/rate"
 )
-
-// entryKey is an entry's partition: type, datacenter, ACL token and
-// request key. The shard maps hold it encoded (see appendKey); this decoded
-// form is for logs, which leave the token out, and for redacting errors.
-type entryKey struct {
-	typ, dc, token, key string
-}
-
-// appendKey appends the encoding of a partition to b: the type, datacenter
-// and token, each after its length as a uvarint, then the key. The encoding
-// is injective, so partitions stay exact: no datacenter, token or key can
-// contain something that makes two requests collide.
-func appendKey(b []byte, typ, dc, token, key string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(typ)))
-	b = append(b, typ...)
-	b = binary.AppendUvarint(b, uint64(len(dc)))
-	b = append(b, dc...)
-	b = binary.AppendUvarint(b, uint64(len(token)))
-	b = append(b, token...)
-	return append(b, key...)
-}
-
-// decodeKey returns the partition that appendKey encoded as s. The fields
-// share s's memory.
-func decodeKey(s string) entryKey {
-	var k entryKey
-	k.typ, s = cutKeyField(s)
-	k.dc, s = cutKeyField(s)
-	k.token, s = cutKeyField(s)
-	k.key = s
-	return k
-}
-
-// cutKeyField splits a length-prefixed field off the front of s.
-func cutKeyField(s string) (field, rest string) {
-	var n uint64
-	for i, shift := 0, uint(0); i < len(s); i, shift = i+1, shift+7 {
-		c := s[i]
-		n |= uint64(c&0x7f) << shift
-		if c < 0x80 {
-			s = s[i+1:]
-			return s[:n], s[n:]
-		}
-	}
-	panic("cache: corrupt entry key")
-}
-
-// keyRef is an encoded partition being looked up, with its shard. Its bytes
-// are usually on the caller's stack: the map is indexed with string(b),
-// which does not allocate, and only an insertion copies them.
-type keyRef struct {
-	b     []byte
-	shard uint8
-}
-
-// makeKey encodes a partition into buf (reused from its start; nil is
-// fine) and picks its shard.
-func (c *Cache) makeKey(buf []byte, typ, dc, token, key string) keyRef {
-	if buf == nil {
-		buf = make([]byte, 0, len(typ)+len(dc)+len(token)+len(key)+3*binary.MaxVarintLen64)
-	}
-	b := appendKey(buf[:0], typ, dc, token, key)
-	return keyRef{b: b, shard: shardOf(key, c.shardSalt)}
-}
-
-// shardOf picks a shard from the request key alone, mixing its first and
-// last eight bytes and its length: far cheaper than hashing the whole
-// encoded key, and keys that differ only in their middle merely share a
-// shard (a lock), never an entry.
-func shardOf(key string, salt uint64) uint8 {
-	var head, tail uint64
-	n := len(key)
-	if n >= 8 {
-		head, tail = le64(key), le64(key[n-8:])
-	} else {
-		for i := 0; i < n; i++ {
-			head |= uint64(key[i]) << (8 * i)
-		}
-		tail = head
-	}
-	h := (head*0x9E3779B97F4A7C15 ^ tail ^ uint64(n) ^ salt) * 0xBF58476D1CE4E5B9
-	return uint8(h >> (64 - shardBits))
-}
-
-// le64 returns the first eight bytes of s, little-endian. The compiler
-// turns it into a single load.
-func le64(s string) uint64 {
-	_ = s[7]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
-}
 
 // result is one published outcome of a fetch: the value the entry serves and
 // the error of the latest attempt. A result is immutable once published, so
@@ -184,17 +93,51 @@ func newResult(value interface{}, index uint64, fetchedAt int64, x resultExtra) 
 	return r
 }
 
+// newEntry returns an entry whose key is the encoding k. Where k is short
+// enough, its bytes share the entry's allocation (in its size class, at no
+// cost in memory), so that a hit, which compares keys, touches one object
+// fewer.
+func newEntry(k []byte) *entry {
+	switch n := len(k); {
+	case n <= 16:
+		return entryWithKey[[16]byte](k)
+	case n <= 32:
+		return entryWithKey[[32]byte](k)
+	case n <= 48:
+		return entryWithKey[[48]byte](k)
+	case n <= 64:
+		return entryWithKey[[64]byte](k)
+	case n <= 96:
+		return entryWithKey[[96]byte](k)
+	}
+	return &entry{key: string(k)}
+}
+
+// entryWithKey returns an entry allocated with room B for its key k,
+// placed before it: a lookup reads the key, then the entry's first fields.
+func entryWithKey[B any](k []byte) *entry {
+	x := new(struct {
+		b B
+		e entry
+	})
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&x.b)), unsafe.Sizeof(x.b))
+	// The bytes are never written again, so the string is immutable.
+	x.e.key = unsafe.String(&b[0], copy(b, k))
+	return &x.e
+}
+
 // entry is one cached item and the single goroutine that fetches it.
 //
 // Lock order: Cache.expiryMu, then shard.mu, then entry.mu. The hit path
-// takes none of them: it loads res (and, for a refreshing type, loop's
-// lostContact) and stores lastAccess.
+// takes none of them: it finds the entry in its shard's table without a
+// lock, loads res, typ (and, for a refreshing type, loop's lostContact)
+// and stores lastAccess.
 //
 // The entry keeps only what every cached item needs; what fetching needs
 // lives in an entryLoop, created when a fetch starts or a caller waits.
 type entry struct {
-	// key is the entry's partition, encoded by appendKey. It is the
-	// entry's key in its shard's map; decodeKey gives the fields back.
+	// key is the entry's partition, encoded by appendKey: what a lookup
+	// in its shard's table compares. decodeKey gives the fields back.
 	key string
 
 	// res is the latest published result, nil until the first fetch ends.
@@ -223,9 +166,18 @@ type entry struct {
 	// as it comes. Guarded by mu.
 	stateClosed bool
 
-	// shard is the index of the shard whose map holds the entry. It never
+	// shard is the index of the shard whose table holds the entry. It never
 	// changes.
 	shard uint8
+
+	// typ is the entry's type, whose latest registration a hit uses.
+	typ *typeSlot
+
+	// first holds the entry's first result, which res then points to: most
+	// entries keep their first value a long time, and a hit then finds
+	// it in the entry instead of in one more object. It is written once,
+	// before res is set.
+	first result
 
 	// loop is what the fetch loop and its waiters use, nil until a fetch
 	// starts or a caller waits. It is set under mu, and read without a lock
@@ -396,6 +348,10 @@ func (c *Cache) entryStopCh(e *entry) chan struct{} {
 // held.
 func (e *entry) store(next *result) (closeSt any) {
 	old := e.result().state()
+	if e.res.Load() == nil {
+		e.first = *next
+		next = &e.first
+	}
 	e.res.Store(next)
 	if st := next.state(); e.stateClosed && st != nil && !sameState(st, old) {
 		return st

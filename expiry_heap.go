@@ -127,7 +127,7 @@ func (c *Cache) expireBatch(closing *[]retired) (wait time.Duration, ok bool) {
 	return 0, false
 }
 
-// shrinkMin is the size below which maps and the heap are not worth
+// shrinkMin is the size below which the heap is not worth
 // rebuilding to give memory back.
 const shrinkMin = 64
 
@@ -137,19 +137,6 @@ const shrinkMin = 64
 func (h *expiryHeap) shrink() {
 	if n := len(*h); cap(*h) >= shrinkMin && n <= cap(*h)/4 {
 		*h = append(make(expiryHeap, 0, 2*n), *h...)
-	}
-}
-
-// shrink rebuilds the shard's map once it holds a quarter of its peak,
-// since Go maps keep the memory of their largest size. The copy is
-// amortised over the deletions since the peak. s.mu must be held.
-func (s *shard) shrink() {
-	if n := len(s.m); s.peak >= shrinkMin && n <= s.peak/4 {
-		m := make(map[string]*entry, n)
-		for k, e := range s.m {
-			m[k] = e
-		}
-		s.m, s.peak = m, n
 	}
 }
 
@@ -195,9 +182,9 @@ func (c *Cache) head(now int64) *entry {
 func (c *Cache) evict(e *entry, reason []string, closing *[]retired) {
 	s := &c.shards[e.shard]
 	s.mu.Lock()
-	if s.m[e.key] == e {
-		delete(s.m, e.key)
-		s.shrink()
+	t := s.tab.Load()
+	if nt, _ := t.remove(c.keyOf(e).hash, e); nt != t {
+		s.tab.Store(nt)
 	}
 	s.mu.Unlock()
 

@@ -29,7 +29,7 @@ func expiryCheckHeap(t *testing.T, h expiryHeap) {
 
 // expiryCached reports whether the cache holds an entry for typ and info.
 func expiryCached(c *Cache, typ string, info RequestInfo) bool {
-	return c.lookup(c.makeKey(nil, typ, info.Datacenter, info.Token, info.Key)) != nil
+	return c.lookupKey(typ, info.Datacenter, info.Token, info.Key) != nil
 }
 
 // expiryCountingType returns a blocking MockType whose Fetch returns value

@@ -34,16 +34,24 @@ func TestEntryKey_encoding(t *testing.T) {
 	require.Panics(t, func() { decodeKey("\x80") })
 }
 
-// Pins: typical keys spread over the shards, so that readers of different
+// Pins: typical keys spread over the shards, so that writers of different
 // keys rarely share a lock.
-func TestShardOf_spreads(t *testing.T) {
+func TestMakeKey_spreadsShards(t *testing.T) {
+	c := New(nil)
+	defer c.Close()
 	counts := make([]int, shardCount)
 	const n = 10_000
 	for i := range n {
-		counts[shardOf("key-"+strconv.Itoa(i), 0)]++
+		counts[c.makeKey(nil, "t", "dc1", "tok", "key-"+strconv.Itoa(i)).shard()]++
 	}
 	for s, got := range counts {
 		require.Greater(t, got, n/shardCount/3, "shard %d gets too few keys", s)
 		require.Less(t, got, n/shardCount*3, "shard %d gets too many keys", s)
 	}
+}
+
+// lookupKey returns the entry of a partition, or nil.
+func (c *Cache) lookupKey(typ, dc, token, key string) *entry {
+	k := c.makeKey(nil, typ, dc, token, key)
+	return c.lookup(&k)
 }

@@ -186,14 +186,14 @@ func laterMetrics(t *testing.T) (*metrics.Metrics, *metrics.InmemSink) {
 	return m, sink
 }
 
-// laterSameShard returns a key, made of prefix and a number, that lives in
-// the same shard of c as key: a Get of it takes the lock that key's shard
-// lookups take.
+// laterSameShard returns a key, made of prefix and a number, whose entry of
+// type "t" lives in the same shard of c as key's: creating or evicting it
+// takes the lock that key's shard writers take.
 func laterSameShard(c *Cache, key, prefix string) string {
-	want := shardOf(key, c.shardSalt)
+	want := c.makeKey(nil, "t", "", "", key).shard()
 	for i := 0; ; i++ {
 		k := fmt.Sprint(prefix, i)
-		if shardOf(k, c.shardSalt) == want {
+		if c.makeKey(nil, "t", "", "", k).shard() == want {
 			return k
 		}
 	}

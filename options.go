@@ -120,15 +120,15 @@ func (c *Cache) reload(o *Options) (old, next *settings, changed bool) {
 func (c *Cache) applyLimits(s *settings) {
 	for i := range c.shards {
 		sh := &c.shards[i]
-		sh.mu.RLock()
-		for _, e := range sh.m {
+		sh.mu.Lock()
+		sh.tab.Load().each(func(e *entry) {
 			e.mu.Lock()
 			if lp := e.loop.Load(); lp != nil {
 				lp.setLimit(s)
 			}
 			e.mu.Unlock()
-		}
-		sh.mu.RUnlock()
+		})
+		sh.mu.Unlock()
 	}
 	ch := make(chan struct{})
 	close(*c.reloaded.Swap(&ch))

@@ -1370,6 +1370,24 @@ func TestRegression_BadInput(t *testing.T) {
 			b.AssertNumberOfCalls(t, "Fetch", 1)
 		})
 	})
+
+	t.Run("ReRegisterOptions", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := cacheBubble(t)
+			a := TestType(t)
+			a.Static(FetchResult{Value: "a", Index: 1}, nil)
+			c.RegisterType("t", a, nil)
+			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			time.Sleep(time.Minute)
+			_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			require.Equal(t, ResultMeta{Hit: true, Index: 1, Age: time.Minute}, meta)
+			c.RegisterType("t", a, &RegisterOptions{Refresh: true, RefreshTimer: time.Hour})
+			_, meta = cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			require.Equal(t, ResultMeta{Hit: true, Index: 1}, meta,
+				"a hit follows the new registration: in contact, a refreshing type's value has no age")
+			a.AssertNumberOfCalls(t, "Fetch", 1)
+		})
+	})
 }
 
 // ---------------------------------------------------------------------------

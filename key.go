@@ -1,0 +1,145 @@
+package cache
+
+import (
+	"encoding/binary"
+	"math/bits"
+)
+
+// entryKey is an entry's partition: type, datacenter, ACL token and
+// request key. Entries hold it encoded (see appendKey); this decoded form
+// is for lookups, for logs, which leave the token out, and for redacting
+// errors.
+type entryKey struct {
+	typ, dc, token, key string
+}
+
+// appendKey appends the encoding of a partition to b: the type, datacenter
+// and token, each after its length as a uvarint, then the key. The encoding
+// is injective, so partitions stay exact: no datacenter, token or key can
+// contain something that makes two requests collide.
+func appendKey(b []byte, typ, dc, token, key string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(typ)))
+	b = append(b, typ...)
+	b = binary.AppendUvarint(b, uint64(len(dc)))
+	b = append(b, dc...)
+	b = binary.AppendUvarint(b, uint64(len(token)))
+	b = append(b, token...)
+	return append(b, key...)
+}
+
+// decodeKey returns the partition that appendKey encoded as s. The fields
+// share s's memory.
+func decodeKey(s string) entryKey {
+	var k entryKey
+	k.typ, s = cutKeyField(s)
+	k.dc, s = cutKeyField(s)
+	k.token, s = cutKeyField(s)
+	k.key = s
+	return k
+}
+
+// cutKeyField splits a length-prefixed field off the front of s.
+func cutKeyField(s string) (field, rest string) {
+	var n uint64
+	for i, shift := 0, uint(0); i < len(s); i, shift = i+1, shift+7 {
+		c := s[i]
+		n |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			s = s[i+1:]
+			return s[:n], s[n:]
+		}
+	}
+	panic("cache: corrupt entry key")
+}
+
+// keyRef is an encoded partition being looked up, with its hash. Its bytes
+// are usually on the caller's stack: only an insertion copies them.
+type keyRef struct {
+	b    []byte
+	hash uint64
+}
+
+// makeKey encodes a partition into buf (reused from its start; nil is
+// fine) and hashes it. The hash reads the fields, not the bytes just
+// written, which would stall on their stores.
+func (c *Cache) makeKey(buf []byte, typ, dc, token, key string) keyRef {
+	if buf == nil {
+		buf = make([]byte, 0, len(typ)+len(dc)+len(token)+len(key)+3*binary.MaxVarintLen64)
+	}
+	return keyRef{appendKey(buf[:0], typ, dc, token, key), hashKey(c.hashSeed, typ, dc, token, key)}
+}
+
+// keyOf returns the keyRef of an entry.
+func (c *Cache) keyOf(e *entry) keyRef {
+	k := decodeKey(e.key)
+	return keyRef{[]byte(e.key), hashKey(c.hashSeed, k.typ, k.dc, k.token, k.key)}
+}
+
+// shard returns the index of the shard that holds the key's entry.
+func (k keyRef) shard() uint8 {
+	return uint8(k.hash >> (64 - shardBits))
+}
+
+// Multipliers of wyhash, whose mixing step hashKey uses.
+const (
+	hashM1 = 0xa0761d6478bd642f
+	hashM2 = 0xe7037ed1a0b428db
+)
+
+// hashKey hashes a partition from its fields, seeded so that which keys
+// share a shard or a probe sequence differs between caches and processes.
+// The top bits pick the shard, the low bits the first slot to probe.
+func hashKey(seed uint64, typ, dc, token, key string) uint64 {
+	h := hashField(seed, typ)
+	h = hashField(h, dc)
+	h = hashField(h, token)
+	return hashField(h, key)
+}
+
+// hashField folds s, and its length, into h with wyhash's mixing step.
+func hashField(h uint64, s string) uint64 {
+	n := uint64(len(s))
+	if len(s) > 16 {
+		h, s = hashLong(h, s)
+	}
+	var a, b uint64
+	switch m := len(s); {
+	case m >= 8:
+		a, b = le64(s), le64(s[m-8:])
+	case m >= 4:
+		a, b = uint64(le32(s)), uint64(le32(s[m-4:]))
+	case m > 0:
+		a = uint64(s[0])<<16 | uint64(s[m>>1])<<8 | uint64(s[m-1])
+	}
+	return mix(a^hashM1, b^h^n*hashM2)
+}
+
+// hashLong folds s into h 16 bytes at a time, until at most 16 are left,
+// and returns those.
+func hashLong(h uint64, s string) (uint64, string) {
+	for len(s) > 16 {
+		h = mix(le64(s)^hashM1, le64(s[8:])^h)
+		s = s[16:]
+	}
+	return h, s
+}
+
+// mix folds the 128-bit product of a and b into 64 bits.
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// le64 returns the first eight bytes of s, little-endian. The compiler
+// turns it into a single load.
+func le64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// le32 returns the first four bytes of s, little-endian.
+func le32(s string) uint32 {
+	_ = s[3]
+	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+}
