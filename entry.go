@@ -143,14 +143,12 @@ type entry struct {
 	// res is the latest published result, nil until the first fetch ends.
 	res atomic.Pointer[result]
 
-	// lastAccess is when a Get last hit the entry, as an offset from
-	// Cache.epoch. The expiry loop reads it lazily, so a hit never touches
-	// the heap.
-	lastAccess atomic.Int64
+	// typ is the entry's type, whose latest registration a hit uses.
+	typ *typeSlot
 
 	// refreshPending is set for a prepopulated entry of a refreshing type:
-	// its first hit starts the background refresh. With res and lastAccess
-	// it is all a hit reads of the entry, so they sit together.
+	// its first hit starts the background refresh. What a hit reads of the
+	// entry (key, res, typ, refreshPending, first) sits together.
 	refreshPending atomic.Bool
 
 	// fetching is set while the entry's fetch loop runs. At most one loop
@@ -170,14 +168,16 @@ type entry struct {
 	// changes.
 	shard uint8
 
-	// typ is the entry's type, whose latest registration a hit uses.
-	typ *typeSlot
-
 	// first holds the entry's first result, which res then points to: most
 	// entries keep their first value a long time, and a hit then finds
 	// it in the entry instead of in one more object. It is written once,
 	// before res is set.
 	first result
+
+	// lastAccess, which a hit only writes, is when a Get last hit the entry, as an offset from
+	// Cache.epoch. The expiry loop reads it lazily, so a hit never touches
+	// the heap.
+	lastAccess atomic.Int64
 
 	// loop is what the fetch loop and its waiters use, nil until a fetch
 	// starts or a caller waits. It is set under mu, and read without a lock
@@ -196,8 +196,7 @@ type entry struct {
 	heapIndex int32
 	// watchers counts the Gets waiting on the entry for a fetch (blocking
 	// queries, Notify). The expiry loop treats a watched entry as in use,
-	// so it never expires under its watchers. Beside the int32 heapIndex
-	// it keeps the entry in the 80-byte size class.
+	// so it never expires under its watchers.
 	watchers atomic.Int32
 	expires  int64
 
