@@ -183,7 +183,7 @@ func (c *Cache) evict(e *entry, reason []string, closing *[]retired) {
 	s := &c.shards[e.shard]
 	s.mu.Lock()
 	t := s.tab.Load()
-	if nt, _ := t.remove(c.keyOf(e).hash, e); nt != t {
+	if nt, _ := t.remove(c.hashOf(e), e); nt != t {
 		s.tab.Store(nt)
 	}
 	s.mu.Unlock()

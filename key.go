@@ -69,10 +69,10 @@ func (c *Cache) makeKey(buf []byte, typ, dc, token, key string) keyRef {
 	return keyRef{appendKey(buf[:0], typ, dc, token, key), hashKey(c.hashSeed, typ, dc, token, key)}
 }
 
-// keyOf returns the keyRef of an entry.
-func (c *Cache) keyOf(e *entry) keyRef {
+// hashOf returns the hash of an entry's key.
+func (c *Cache) hashOf(e *entry) uint64 {
 	k := decodeKey(e.key)
-	return keyRef{[]byte(e.key), hashKey(c.hashSeed, k.typ, k.dc, k.token, k.key)}
+	return hashKey(c.hashSeed, k.typ, k.dc, k.token, k.key)
 }
 
 // shard returns the index of the shard that holds the key's entry.

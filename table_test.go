@@ -50,7 +50,7 @@ func (s *tableShard) insert(k string) *entry {
 func (s *tableShard) remove(e *entry) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	nt, ok := s.t.Load().remove(s.c.keyOf(e).hash, e)
+	nt, ok := s.t.Load().remove(s.c.hashOf(e), e)
 	s.t.Store(nt)
 	return ok
 }
