@@ -7,8 +7,8 @@ import (
 
 // entryKey is an entry's partition: type, datacenter, ACL token and
 // request key. Entries hold it encoded (see appendKey); this decoded form
-// is for lookups, for logs, which leave the token out, and for redacting
-// errors.
+// is for rehashing an entry's key, for logs, which leave the token out,
+// and for redacting errors.
 type entryKey struct {
 	typ, dc, token, key string
 }
