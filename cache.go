@@ -291,23 +291,30 @@ func (c *Cache) Get(t string, r Request) (interface{}, ResultMeta, error) {
 func (c *Cache) GetContext(ctx context.Context, t string, r Request) (interface{}, ResultMeta, error) {
 	// The checks are spelt out here rather than in a function returning
 	// the RequestInfo: that copy costs the hit path several nanoseconds.
-	if r == nil {
-		return nil, ResultMeta{}, nilRequest("Get", t)
+	if r == nil || ctx == nil {
+		return nil, ResultMeta{}, nilArg("Get", t, r, ctx)
 	}
 	info := r.CacheInfo()
 	if info.Timeout < 0 || info.MaxAge < 0 {
 		return nil, ResultMeta{}, badRequestInfo("Get", t, &info)
 	}
-	// getWithIndex, spelt out: one frame less for Gets that wait.
+	// watchGet's steps, spelt out: one frame less for Gets that wait.
 	if done, v, meta, err := c.getFast(ctx, t, r, &info, info.MinIndex); done {
 		return v, meta, err
 	}
-	return c.getSlow(ctx, t, r, &info, info.MinIndex, 0)
+	return c.getSlow(ctx, t, r, &info, wanted{minIndex: info.MinIndex})
 }
 
-// nilRequest is the error for a nil Request; op names the caller.
-func nilRequest(op, t string) error {
-	return fmt.Errorf("cache: %s of type %q: nil Request", op, t)
+// nilArg is the error for a nil Request or context given to op.
+func nilArg(op, t string, r Request, ctx context.Context) error {
+	what := "Request"
+	if ctx == nil {
+		what = "context"
+	}
+	if r == nil && ctx == nil {
+		what = "Request and context"
+	}
+	return fmt.Errorf("cache: %s of type %q: nil %s", op, t, what)
 }
 
 // badRequestInfo is the error for a RequestInfo with a negative duration;
@@ -334,15 +341,29 @@ func GetAs[V any](ctx context.Context, c *Cache, t string, r Request) (V, Result
 	return typed, meta, err
 }
 
-// getWithIndex is Get with the blocking index given apart from the request
-// (Notify moves it along) and a context that ends the wait. A cached value
-// with an index below resetBelow (0 for none) is a reset, returned at once:
-// Notify passes the index it delivered last, which came from this cache.
-func (c *Cache) getWithIndex(ctx context.Context, t string, r Request, info *RequestInfo, minIndex, resetBelow uint64) (interface{}, ResultMeta, error) {
-	if done, v, meta, err := c.getFast(ctx, t, r, info, minIndex); done {
+// wanted is what a Get that waits needs beyond its request.
+type wanted struct {
+	// minIndex is the index the value must be above, for blocking types.
+	minIndex uint64
+	// floor is the index of a value seen before: a lower one means the
+	// servers' index went backwards, and answers the Get (0 for none).
+	floor uint64
+	// watch marks the Gets of a Notify watch, which wait for changes:
+	// Close ends them rather than let their fetches finish.
+	watch bool
+}
+
+// watchGet is Get for a Notify watch, with the blocking index given apart
+// from the request (the watch moves it along) and a context that ends the
+// wait. A cached value with an index below w.floor is a reset, returned at
+// once: the watch passes the index it delivered last, which came from this
+// cache.
+func (c *Cache) watchGet(ctx context.Context, t string, r Request, info *RequestInfo, w wanted) (interface{}, ResultMeta, error) {
+	if done, v, meta, err := c.getFast(ctx, t, r, info, w.minIndex); done {
 		return v, meta, err
 	}
-	return c.getSlow(ctx, t, r, info, minIndex, resetBelow)
+	w.watch = true
+	return c.getSlow(ctx, t, r, info, w)
 }
 
 // getFast serves what needs no wait on an entry: a bypassing Get, and
@@ -377,9 +398,9 @@ func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestI
 	return true, v, meta, err
 }
 
-// getSlow is getWithIndex for everything but a hit at first sight: it
+// getSlow is GetContext for everything but a hit at first sight: it
 // waits for fetches until the request is satisfied, fails, or times out.
-func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestInfo, minIndex, floor uint64) (interface{}, ResultMeta, error) {
+func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestInfo, w wanted) (interface{}, ResultMeta, error) {
 	// The key's bytes on the heap, not on the stack: the stack of a
 	// waiting Get then stays shallow, so that goroutines that miss
 	// together (a burst of callers of one new key) fit in their first
@@ -406,15 +427,13 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 			res = e.result()
 		}
 
-		// floor is the index of the value seen before the wait: one below
-		// it means the servers' index went backwards.
 		now := c.now()
 		// Woken by Close with nothing new: what we waited for will not
 		// come, even where a second look would be a hit.
 		if !first && res == seen && c.closed.Load() {
 			return res.value, c.meta(te, e, res, now), ErrClosed
 		}
-		if c.isHit(te, info, minIndex, res, first, now) || (res.valid() && res.index < floor) {
+		if c.isHit(te, info, w.minIndex, res, first, now) || (res.valid() && res.index < w.floor) {
 			return c.hit(te, e, res, r, first, now)
 		}
 
@@ -430,7 +449,7 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		}
 
 		if first {
-			if minIndex == 0 {
+			if w.minIndex == 0 {
 				c.metrics.incr(te.keys.missNew)
 			} else {
 				c.metrics.incr(te.keys.missBlock)
@@ -445,10 +464,11 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 
 		seen = res
 		if res.valid() {
-			floor = res.index
+			w.floor = res.index
 		}
+		how := waitHow(te, res, w)
 		var ch <-chan struct{}
-		waited, ch = c.fetch(te, found, &key, r, res, minIndex)
+		waited, ch = c.fetch(te, found, &key, r, res, how)
 		if ch == nil {
 			return res.value, c.meta(te, waited, res, now), ErrClosed
 		}
@@ -457,9 +477,9 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		// a function of its own, and is a plain receive when nothing else
 		// can end it, to keep the stack of a waiting Get within a new
 		// goroutine's first stack: a burst of goroutines missing one key
-		// then need not each copy a grown one. Close wakes the waiters of
-		// every cached entry; those of an entry evicted under them wait
-		// for its fetch, whose context the eviction cancelled.
+		// then need not each copy a grown one. Close wakes the Gets that
+		// wait for a change, and lets those that need a value get the
+		// result of the fetch in flight (see entry.closeLoop).
 		waited.watchers.Add(1)
 		timedOut, cancelled := false, false
 		if timeout == nil && ctx.Done() == nil {
@@ -467,7 +487,6 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		} else {
 			select {
 			case <-ch:
-			case <-c.stopCh:
 			case <-timeout:
 				timedOut = true
 			case <-ctx.Done():
@@ -476,13 +495,37 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		}
 		waited.lastAccess.Store(c.now())
 		waited.watchers.Add(-1)
-		switch {
-		case timedOut:
+		if timedOut || cancelled {
+			waited.leave(ch, how&needsResult != 0)
+			if cancelled {
+				return res.value, ResultMeta{Index: res.index}, ctx.Err()
+			}
 			return res.value, ResultMeta{Index: res.index}, nil
-		case cancelled:
-			return res.value, ResultMeta{Index: res.index}, ctx.Err()
 		}
 	}
+}
+
+// waitFlags say what a Get waits for when it joins an entry's fetch.
+type waitFlags uint8
+
+const (
+	// wantsChange: a value with a newer index than the one it has.
+	wantsChange waitFlags = 1 << iota
+	// needsResult: a value it does not have yet (a first fetch, a retry
+	// after an error, a revalidation), so that Close lets the fetch it
+	// waits on finish for it.
+	needsResult
+)
+
+// waitHow returns what a Get that wants w and found res waits for.
+func waitHow(te *typeEntry, res *result, w wanted) waitFlags {
+	if w.minIndex > 0 && res.valid() && w.minIndex >= res.index && te.typ.SupportsBlocking() {
+		return wantsChange
+	}
+	if w.watch {
+		return 0
+	}
+	return needsResult
 }
 
 // hit returns the value of res, a hit on e at time now. first tells a hit
@@ -494,19 +537,20 @@ func (c *Cache) hit(te *typeEntry, e *entry, res *result, r Request, first bool,
 		c.metrics.incr(te.keys.hit)
 	}
 	e.lastAccess.Store(now)
-	if e.refreshPending.Load() {
+	if te.opts.Refresh && !e.refreshing.Load() && !res.stopped() {
 		c.startRefresh(e, te, r)
 	}
 	return res.value, meta, nil
 }
 
 // meta returns the ResultMeta of res, the result of e, at time now. Age
-// is 0 without a value.
+// is 0 without a value. An entry of a refreshing type that no refresh
+// keeps current (not started yet, or ended) has the age of its value.
 func (c *Cache) meta(te *typeEntry, e *entry, res *result, now int64) ResultMeta {
 	meta := ResultMeta{Index: res.index}
 	switch {
 	case !res.valid():
-	case te.opts.Refresh:
+	case te.opts.Refresh && e.refreshing.Load():
 		if lp := e.loop.Load(); lp != nil {
 			if lost := lp.lostContact.Load(); lost != 0 {
 				meta.Age = time.Duration(now - lost)
@@ -539,8 +583,11 @@ func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *re
 		return false
 	}
 	if te.opts.Refresh {
-		// Until a Get restarts a refresh that an error stopped.
-		return !res.stopped()
+		// A refresh that an error stopped makes the first round a miss, so
+		// that the Get fetches again. After that fetch the value answers
+		// the Get, whatever the fetch brought: errors go to callers that
+		// wait for something newer than the value they can have.
+		return !(first && res.stopped())
 	}
 	if info.MaxAge > 0 && time.Duration(now-res.fetchedAt) > info.MaxAge {
 		return false
@@ -555,8 +602,9 @@ func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *re
 // the cache is closed. e is the entry for key if the caller just found it
 // in the map, else nil. seen is the result the caller examined: if a newer
 // one was published since, the channel is already closed, so a Get racing
-// with a finishing fetch never waits for (or starts) another one.
-func (c *Cache) fetch(te *typeEntry, e *entry, key *keyRef, r Request, seen *result, minIndex uint64) (*entry, <-chan struct{}) {
+// with a finishing fetch never waits for (or starts) another one. how says
+// what the caller waits for.
+func (c *Cache) fetch(te *typeEntry, e *entry, key *keyRef, r Request, seen *result, how waitFlags) (*entry, <-chan struct{}) {
 	if e == nil {
 		e = c.lookupOrCreate(key, te)
 	}
@@ -569,21 +617,25 @@ func (c *Cache) fetch(te *typeEntry, e *entry, key *keyRef, r Request, seen *res
 		return e, nil
 	case !e.fetching:
 		c.startLoop(e, te, r)
-	case seen.valid() && minIndex < seen.index && e.loop.Load().blocking:
+	case seen.valid() && how&wantsChange == 0 && e.loop.Load().blocking:
 		// The caller wants the current value, not a change, and the loop
 		// is in a blocking query that may not answer for minutes.
 		return e, c.sideFetch(e, te, r)
 	}
-	return e, c.waitCh(e)
+	return e, c.waitCh(e, how&needsResult != 0)
 }
 
 // startLoop starts the entry's fetch loop. e.mu must be held and the loop
 // not running.
 func (c *Cache) startLoop(e *entry, te *typeEntry, r Request) {
 	e.fetching = true
-	e.refreshPending.Store(false)
 	lp := c.loopState(e)
-	c.entryStopCh(e)
+	if lp.ctx == nil {
+		lp.ctx, lp.cancel = context.WithCancel(context.Background())
+	}
+	if te.opts.Refresh {
+		e.refreshing.Store(true)
+	}
 	go c.runFetchLoop(e, lp, te, r)
 }
 
@@ -599,13 +651,25 @@ func (c *Cache) sideFetch(e *entry, te *typeEntry, r Request) <-chan struct{} {
 	lp := e.loop.Load()
 	if lp.side == nil {
 		lp.side = make(chan struct{})
-		go c.runSideFetch(e, lp, te, r)
+		ctx, cancel := context.WithCancel(context.Background())
+		lp.sideCancel = cancel
+		go c.runSideFetch(revalidation{ctx, e, lp, te, r})
 	}
 	return lp.side
 }
 
+// revalidation is a revalidation fetch to run beside a blocking one.
+type revalidation struct {
+	ctx context.Context
+	e   *entry
+	lp  *entryLoop
+	te  *typeEntry
+	r   Request
+}
+
 // runSideFetch is the goroutine of a revalidation fetch; it ends with it.
-func (c *Cache) runSideFetch(e *entry, lp *entryLoop, te *typeEntry, r Request) {
+func (c *Cache) runSideFetch(sf revalidation) {
+	e, lp, te := sf.e, sf.lp, sf.te
 	k := decodeKey(e.key)
 	prev := e.result()
 	opts := fetchOptions(te, prev)
@@ -614,7 +678,7 @@ func (c *Cache) runSideFetch(e *entry, lp *entryLoop, te *typeEntry, r Request) 
 	// Preset for a Fetch that calls runtime.Goexit.
 	fr, err := FetchResult{}, errExited(te.name, k.key)
 	defer func() { c.publishSide(e, lp, prev, fr, err) }()
-	fr, err = c.callFetch(fetchContext{lp.stop}, te, &k, opts, r)
+	fr, err = c.callFetch(sf.ctx, te, &k, opts, sf.r)
 	if err == nil {
 		c.countSuccess(te, fr)
 	} else {
@@ -632,20 +696,24 @@ func (c *Cache) publishSide(e *entry, lp *entryLoop, prev *result, fr FetchResul
 	if err == nil && e.loop.Load() == lp {
 		e.wake()
 	}
-	if lp.side != nil { // Close may have released its waiters already
-		close(lp.side)
-		lp.side = nil
-	}
+	close(lp.side)
+	lp.sideCancel()
+	lp.side, lp.sideCancel = nil, nil
 	e.mu.Unlock()
 	c.closeState(e, closeSt)
 }
 
-// startRefresh starts the background refresh of a prepopulated entry, with
-// the request of its first hit.
+// startRefresh starts the background refresh of an entry of a refreshing
+// type that none keeps current, with the request of a hit: the entry was
+// prepopulated, its type was registered again with Refresh, or its loop
+// ended (Close, a panic, runtime.Goexit).
 func (c *Cache) startRefresh(e *entry, te *typeEntry, r Request) {
+	if c.closed.Load() {
+		return
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.refreshPending.Load() && !e.fetching && !e.evicted && !c.closed.Load() {
+	if !e.fetching && !e.evicted && !c.closed.Load() {
 		c.startLoop(e, te, r)
 	}
 }
@@ -654,9 +722,10 @@ func (c *Cache) startRefresh(e *entry, te *typeEntry, r Request) {
 // Nothing is shared or stored: every such Get is its own RPC. The fetch
 // runs in its own goroutine so that the Get can return when its Timeout
 // passes (with no value and no error, as any Get that times out before a
-// first value), when ctx ends (with ctx.Err()) or when the cache closes
+// first value), when ctx ends (with ctx.Err()), or, for a blocking query
+// (minIndex above 0), which waits for a change, when the cache closes
 // (with ErrClosed). The fetch's context then ends, and the goroutine with
-// the fetch.
+// the fetch. Close lets other bypassing Gets have their fetch's result.
 func (c *Cache) fetchDirect(ctx context.Context, t string, r Request, info *RequestInfo, minIndex uint64) (interface{}, ResultMeta, error) {
 	te := c.typeEntry(t)
 	if te == nil {
@@ -667,6 +736,10 @@ func (c *Cache) fetchDirect(ctx context.Context, t string, r Request, info *Requ
 	}
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var closing <-chan struct{}
+	if minIndex > 0 {
+		closing = c.stopCh
+	}
 	var timeout <-chan time.Time
 	if info.Timeout > 0 {
 		timer := time.NewTimer(info.Timeout)
@@ -700,7 +773,7 @@ func (c *Cache) fetchDirect(ctx context.Context, t string, r Request, info *Requ
 		return nil, ResultMeta{}, nil
 	case <-ctx.Done():
 		return nil, ResultMeta{}, ctx.Err()
-	case <-c.stopCh:
+	case <-closing:
 		return nil, ResultMeta{}, ErrClosed
 	}
 }
@@ -770,9 +843,6 @@ func (c *Cache) Prepopulate(t string, res FetchResult, dc, token, key string) er
 		}
 		closeSt := e.store(newResult(res.Value, res.Index, c.now(), resultExtra{state: res.State}))
 		e.wake()
-		if te.opts.Refresh && !e.fetching {
-			e.refreshPending.Store(true)
-		}
 		e.mu.Unlock()
 		c.closeState(e, closeSt)
 		c.addExpiry(e)
@@ -809,8 +879,7 @@ func (c *Cache) Close() error {
 		s.mu.Lock()
 		s.tab.Load().each(func(e *entry) {
 			e.mu.Lock()
-			e.stop()
-			e.wakeAll()
+			e.closeLoop()
 			if st := e.retire(); st != nil {
 				states = append(states, retired{e, st})
 			}

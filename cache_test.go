@@ -1561,7 +1561,7 @@ func TestCacheGetWithIndex_contextCancel(t *testing.T) {
 		info := RequestInfo{Key: "k"}
 		ch := make(chan cacheGetResult, 1)
 		go func() {
-			v, meta, err := c.getWithIndex(ctx, "t", TestRequest(t, info), &info, 5, 0)
+			v, meta, err := c.watchGet(ctx, "t", TestRequest(t, info), &info, wanted{minIndex: 5})
 			ch <- cacheGetResult{v, meta, err}
 		}()
 		cacheRequireBlocked(t, ch)
@@ -1605,19 +1605,21 @@ func TestCacheGet_concurrent(t *testing.T) {
 	wg.Wait()
 }
 
-// Pins: Close releases a Get waiting for a revalidation fetch that runs
-// beside a blocking query, even when that fetch ignores its context: the
-// Get, with no Timeout or context of its own, returns ErrClosed at once.
-func TestCacheClose_releasesRevalidationWaiters(t *testing.T) {
+// Pins: at Close, a Get waiting for a revalidation fetch that runs beside a
+// blocking query gets that fetch's result, which Close does not cancel,
+// while the Get waiting for a change returns ErrClosed at once.
+func TestCacheClose_revalidationWaitersGetTheirResult(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		c, release := cacheBubble(t)
+		gate := make(chan struct{})
 		typ := TestType(t)
 		var log cacheFetchLog
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-		// The blocking query, then the revalidation: both hang until the
-		// test ends, whatever their context says.
-		log.on(typ, cacheUntil(release), FetchResult{Value: "v6", Index: 6}, nil)
+		// The blocking query hangs until the test ends, whatever its
+		// context says; the revalidation until gate.
+		log.on(typ, cacheUntil(release), FetchResult{Value: "v6", Index: 6}, nil).Once()
+		log.on(typ, cacheUntil(gate), FetchResult{Value: "v5", Index: 5}, nil).Once()
 		c.RegisterType("t", typ, nil)
 
 		cacheGet(t, c, "t", RequestInfo{Key: "k"})
@@ -1628,10 +1630,13 @@ func TestCacheClose_releasesRevalidationWaiters(t *testing.T) {
 		require.Equal(t, 3, log.count(), "the revalidation runs beside the blocking query")
 
 		require.NoError(t, c.Close())
-		for _, ch := range []<-chan cacheGetResult{blocked, revalidating} {
-			r := cacheRequireReturned(t, ch)
-			require.ErrorIs(t, r.Err, ErrClosed)
-			require.Equal(t, "v5", r.Value)
-		}
+		r := cacheRequireReturned(t, blocked)
+		require.ErrorIs(t, r.Err, ErrClosed)
+		require.Equal(t, "v5", r.Value)
+		cacheRequireBlocked(t, revalidating)
+		close(gate)
+		r = cacheRequireReturned(t, revalidating)
+		require.NoError(t, r.Err)
+		require.Equal(t, "v5", r.Value)
 	})
 }

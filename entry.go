@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"reflect"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,16 @@ type resultExtra struct {
 	// stopped is set when err ended the background refresh (StopRefresh,
 	// RefreshMaxFailures): the next Get fetches again.
 	stopped bool
+
+	// empty counts the fetches in a row, up to this result, that succeeded
+	// with nothing to serve (see emptyFetch), and retryAt is when the
+	// back-off they call for ends, as an offset from Cache.epoch. A loop
+	// started after them waits for it and counts them as failed attempts,
+	// so that Gets looping on such a type back off instead of spinning.
+	// The end is fixed once, so that loops restarted meanwhile do not
+	// draw a new random stagger each.
+	empty   uint32
+	retryAt int64
 }
 
 // valid reports whether a fetch has ever returned a value.
@@ -81,13 +92,33 @@ func (r *result) fetchIndex() uint64 {
 // stopped reports whether the result's error ended the background refresh.
 func (r *result) stopped() bool { return r.extra != nil && r.extra.stopped }
 
+// emptyRun returns how many fetches in a row, up to r, brought nothing to
+// serve, and how much is left at now of the back-off they call for: it
+// counts from the last of them, so that a caller who waited already (a
+// Notify watch backing off) is not made to wait twice.
+func (r *result) emptyRun(now int64) (attempts uint, wait time.Duration) {
+	if r.extra == nil || r.extra.empty == 0 {
+		return 0, 0
+	}
+	return uint(r.extra.empty), time.Duration(r.extra.retryAt - now)
+}
+
+// emptyFetch reports whether a successful fetch that returned fr, after the
+// result prev, brought nothing to serve: no index, or no value where a Get
+// would need one. Such a fetch counts as a failed attempt for back-off: a
+// misbehaving type must not make a loop, or a Get waiting for a value,
+// fetch again at once, forever.
+func emptyFetch(fr FetchResult, prev *result) bool {
+	return fr.Index == 0 || (fr.Value == nil && !(fr.NotModified && prev.valid()))
+}
+
 // newResult returns a result, with an extra only if one of its fields is
 // set.
 func newResult(value interface{}, index uint64, fetchedAt int64, x resultExtra) *result {
 	r := &result{value: value, index: index, fetchedAt: fetchedAt}
 	// Not x != resultExtra{}: that panics for a state of an incomparable
 	// type.
-	if x.state != nil || x.err != nil || x.fetchIndex != 0 || x.stopped {
+	if x.state != nil || x.err != nil || x.fetchIndex != 0 || x.stopped || x.empty != 0 {
 		r.extra = &x
 	}
 	return r
@@ -146,10 +177,12 @@ type entry struct {
 	// typ is the entry's type, whose latest registration a hit uses.
 	typ *typeSlot
 
-	// refreshPending is set for a prepopulated entry of a refreshing type:
-	// its first hit starts the background refresh. What a hit reads of the
-	// entry (key, res, typ, refreshPending, first) sits together.
-	refreshPending atomic.Bool
+	// refreshing is set while a background refresh loop runs for the
+	// entry. A hit on an entry of a refreshing type without one (it was
+	// prepopulated, its type was re-registered with Refresh, or its loop
+	// ended) starts one, and its Age is the value's. What a hit reads of
+	// the entry (key, res, typ, refreshing) sits together.
+	refreshing atomic.Bool
 
 	// fetching is set while the entry's fetch loop runs. At most one loop
 	// runs per entry; callers that need new data join it through
@@ -168,15 +201,9 @@ type entry struct {
 	// changes.
 	shard uint8
 
-	// first holds the entry's first result, which res then points to: most
-	// entries keep their first value a long time, and a hit then finds
-	// it in the entry instead of in one more object. It is written once,
-	// before res is set.
-	first result
-
-	// lastAccess, which a hit only writes, is when a Get last hit the entry, as an offset from
-	// Cache.epoch. The expiry loop reads it lazily, so a hit never touches
-	// the heap.
+	// lastAccess, which a hit only writes, is when a Get last hit the
+	// entry, as an offset from Cache.epoch. The expiry loop reads it
+	// lazily, so a hit never touches the heap.
 	lastAccess atomic.Int64
 
 	// loop is what the fetch loop and its waiters use, nil until a fetch
@@ -214,20 +241,29 @@ type entryLoop struct {
 	// waiter is closed when the running loop publishes its next result. It
 	// is created only when somebody waits. Guarded by entry.mu.
 	waiter chan struct{}
-	// stop is closed when the entry is evicted or the cache closed, to end
-	// the loop's waits; it is also the Done channel of the context its
-	// fetches get. It is created when a loop starts. Guarded by entry.mu.
-	stop chan struct{}
+	// needers counts the Gets waiting on waiter for a value they do not
+	// have yet (a first fetch, a retry, a revalidation), as opposed to a
+	// change of the value they have: Close lets a fetch they wait on run
+	// to its end. Reset when waiter is closed. Guarded by entry.mu.
+	needers int
 
-	// blocking is set while the loop's fetch is a blocking query (MinIndex
-	// above 0), which may take as long as the type's timeout. Guarded by
-	// entry.mu.
-	blocking bool
+	// ctx is the context of the loop's fetches (see ContextType), created
+	// when a loop first starts; cancel ends it: on eviction, and on Close
+	// unless Gets need the fetch in flight. The loop's waits end with it
+	// or with Close. Guarded by entry.mu.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// inFetch is set while the loop's Fetch runs, and blocking while that
+	// fetch is a blocking query (MinIndex above 0), which may take as long
+	// as the type's timeout. Guarded by entry.mu.
+	inFetch, blocking bool
 
 	// side is closed when the revalidation fetch running beside a blocking
-	// one ends; nil when none runs. See Cache.sideFetch. Guarded by
-	// entry.mu.
-	side chan struct{}
+	// one ends; nil when none runs. sideCancel ends that fetch's context,
+	// on eviction. See Cache.sideFetch. Guarded by entry.mu.
+	side       chan struct{}
+	sideCancel context.CancelFunc
 
 	// limiter bounds the entry's fetch rate; nil when Options set no limit.
 	// It is set at creation and by ReloadOptions (under entry.mu), and
@@ -248,6 +284,11 @@ func (r *result) apply(fr FetchResult, err error, now int64, stop bool) *result 
 	x := resultExtra{state: r.state(), err: err, stopped: stop}
 	if r.extra != nil {
 		x.fetchIndex = r.extra.fetchIndex
+	}
+	if err == nil && emptyFetch(fr, r) {
+		n, _ := r.emptyRun(now)
+		x.empty = uint32(min(n+1, maxEmptyRun))
+		x.retryAt = now + int64(backOffWait(uint(x.empty)))
 	}
 	if fr.NotModified {
 		// Its Value is ignored: without a cached value (or with an error)
@@ -279,6 +320,10 @@ func (r *result) apply(fr FetchResult, err error, now int64, stop bool) *result 
 	return newResult(value, index, fetchedAt, x)
 }
 
+// maxEmptyRun caps resultExtra.empty, far above where back-off stops
+// growing.
+const maxEmptyRun = 1 << 16
+
 // closedCh is a closed channel, returned to callers that should look again
 // at once instead of waiting.
 var closedCh = func() chan struct{} {
@@ -299,12 +344,15 @@ func (c *Cache) loopState(e *entry) *entryLoop {
 	return lp
 }
 
-// waitCh returns the channel to wait on for the loop's next result.
-// e.mu must be held.
-func (c *Cache) waitCh(e *entry) chan struct{} {
+// waitCh returns the channel to wait on for the loop's next result; need
+// counts the caller in the loop's needers. e.mu must be held.
+func (c *Cache) waitCh(e *entry, need bool) chan struct{} {
 	lp := c.loopState(e)
 	if lp.waiter == nil {
 		lp.waiter = make(chan struct{})
+	}
+	if need {
+		lp.needers++
 	}
 	return lp.waiter
 }
@@ -313,32 +361,35 @@ func (c *Cache) waitCh(e *entry) chan struct{} {
 func (e *entry) wake() {
 	if lp := e.loop.Load(); lp != nil && lp.waiter != nil {
 		close(lp.waiter)
-		lp.waiter = nil
+		lp.waiter, lp.needers = nil, 0
 	}
 }
 
-// wakeAll releases every caller waiting on the entry, for the loop's next
-// result or for a revalidation: Close does it, so that Gets waiting with
-// no timeout or context need not also watch for Close. e.mu must be held.
-func (e *entry) wakeAll() {
+// leave is called by a Get that stops waiting on ch, the entry's waiter,
+// before it was closed (its Timeout passed or its context ended); need
+// tells that it was counted in needers.
+func (e *entry) leave(ch <-chan struct{}, need bool) {
+	e.mu.Lock()
+	if lp := e.loop.Load(); need && lp != nil && lp.waiter != nil && lp.waiter == ch {
+		lp.needers--
+	}
+	e.mu.Unlock()
+}
+
+// closeLoop ends what Close may end of the entry's loop: the fetch in
+// flight is cancelled and the Gets waiting on it released, unless some of
+// them need its result, which they then get. A revalidation fetch runs on:
+// every Get waiting on it needs it. The loop's waits end by themselves, on
+// Cache.stopCh. e.mu must be held.
+func (e *entry) closeLoop() {
+	lp := e.loop.Load()
+	if lp == nil || (lp.inFetch && lp.needers > 0) {
+		return
+	}
+	if lp.cancel != nil {
+		lp.cancel()
+	}
 	e.wake()
-	if lp := e.loop.Load(); lp != nil && lp.side != nil {
-		close(lp.side)
-		lp.side = nil
-	}
-}
-
-// entryStopCh returns the channel closed when the entry is evicted or the
-// cache closed. e.mu must be held.
-func (c *Cache) entryStopCh(e *entry) chan struct{} {
-	lp := c.loopState(e)
-	if lp.stop == nil {
-		lp.stop = make(chan struct{})
-		if e.evicted || c.closed.Load() {
-			close(lp.stop)
-		}
-	}
-	return lp.stop
 }
 
 // store publishes next as the entry's result. If the entry's state was
@@ -347,10 +398,6 @@ func (c *Cache) entryStopCh(e *entry) chan struct{} {
 // held.
 func (e *entry) store(next *result) (closeSt any) {
 	old := e.result().state()
-	if e.res.Load() == nil {
-		e.first = *next
-		next = &e.first
-	}
 	e.res.Store(next)
 	if st := next.state(); e.stateClosed && st != nil && !sameState(st, old) {
 		return st
@@ -409,63 +456,60 @@ func (c *Cache) closeState(e *entry, st any) {
 	}
 }
 
-// stop ends the entry's loop waits and cancels its fetches' context, on
-// eviction or Close. e.mu must be held.
+// stop cancels the contexts of the entry's fetches, which ends its loop's
+// waits, on eviction. e.mu must be held.
 func (e *entry) stop() {
-	if lp := e.loop.Load(); lp != nil && lp.stop != nil {
-		select {
-		case <-lp.stop:
-		default:
-			close(lp.stop)
+	if lp := e.loop.Load(); lp != nil {
+		if lp.cancel != nil {
+			lp.cancel()
 		}
-	}
-}
-
-// fetchContext is the context an entry's fetches get (see ContextType):
-// done once the entry is evicted or the cache closed, so that a Type can
-// abandon a long blocking query nobody will read. It is a struct around the loop's stop
-// channel rather than a context.WithCancel child of a root context, which
-// would cost every entry an allocation and a registration in the root.
-type fetchContext struct{ done <-chan struct{} }
-
-func (fetchContext) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (f fetchContext) Done() <-chan struct{}     { return f.done }
-func (fetchContext) Value(any) any               { return nil }
-
-func (f fetchContext) Err() error {
-	select {
-	case <-f.done:
-		return context.Canceled
-	default:
-		return nil
+		if lp.sideCancel != nil {
+			lp.sideCancel()
+		}
 	}
 }
 
 // runFetchLoop is the entry's fetch goroutine; fetch starts it when a Get
 // needs data and no loop runs. For a type without Refresh it fetches once
 // and ends. For a refreshing type it goes on fetching, with the back-off and
-// RefreshTimer waits between fetches, until the entry is evicted or the
-// cache is closed. Callers that need data meanwhile wait for its next
-// result, so an entry never has two loop fetches in flight.
+// RefreshTimer waits between fetches, until the entry is evicted, the cache
+// is closed or an error stops the refresh. Callers that need data
+// meanwhile wait for its next result, so an entry never has two loop
+// fetches in flight. A loop started after fetches that brought nothing
+// (see emptyFetch) counts them as its own failed attempts, so that a Get
+// waiting on such a type backs off rather than spins.
 func (c *Cache) runFetchLoop(e *entry, lp *entryLoop, te *typeEntry, r Request) {
 	k := decodeKey(e.key)
-	// A Fetch that calls runtime.Goexit (t.FailNow in a mock, say) ends
-	// this goroutine without a result: still release the waiters.
+	// A Fetch that calls runtime.Goexit (t.FailNow in a mock, say), or a
+	// panic outside Fetch (in SupportsBlocking, a metrics sink, a log
+	// handler), ends this goroutine without a result: still release the
+	// waiters, and end the loop, so that the next Get starts another.
 	done := false
 	defer func() {
 		if !done {
-			c.publish(e, nil, FetchResult{}, errExited(te.name, k.key), false, false)
+			err := errExited(te.name, k.key)
+			if v := recover(); v != nil {
+				err = c.loopPanicked(te, &k, v)
+			}
+			c.publish(e, nil, FetchResult{}, err, false, false)
 			c.addExpiry(e)
 		}
 	}()
 
-	var attempt uint
-	for {
+	attempt, wait := e.result().emptyRun(c.now())
+	more := c.refreshWait(e, lp, wait)
+	if more && wait > 0 && !te.opts.Refresh && e.watchers.Load() == 0 {
+		// The Gets this loop was started for gave up during its back-off:
+		// the fetch would be for nobody.
+		c.stopLoop(e)
+		more = false
+	}
+	for more {
 		// Pick up a re-registered type.
 		if cur := c.typeEntry(k.typ); cur != nil {
 			te = cur
 		}
-		more := c.limitWait(e, lp)
+		more = c.limitWait(e, lp)
 		if more {
 			attempt, more = c.fetchOnce(e, lp, &k, te, r, attempt)
 		}
@@ -474,40 +518,53 @@ func (c *Cache) runFetchLoop(e *entry, lp *entryLoop, te *typeEntry, r Request) 
 			if wait > 0 {
 				c.logger().Debug("cache: backing off", logAttrs(&k, "wait", wait, "failures", attempt)...)
 			}
-			more = c.refreshWait(e, wait+te.opts.RefreshTimer)
-		}
-		if !more {
-			done = true
-			return
+			more = c.refreshWait(e, lp, wait+te.opts.RefreshTimer)
 		}
 	}
+	done = true
 }
 
-// stopLoop marks the loop ended without a result and wakes the waiters, who
-// look again: they get ErrClosed after Close, and otherwise start a fetch
-// of their own if they still need one.
+// loopPanicked logs and counts a panic of an entry's loop outside its
+// Fetch, and returns the error its waiters get.
+func (c *Cache) loopPanicked(te *typeEntry, k *entryKey, v any) error {
+	msg := redact(k.token, fmt.Sprint(v))
+	c.metrics.incr(c.metrics.fetchPanic)
+	c.metrics.incr(te.keys.fetchPanic)
+	c.logger().Error("cache: fetch loop panicked", logAttrs(k, "panic", msg, "stack", string(debug.Stack()))...)
+	return fmt.Errorf("cache: fetch of type %q, key %q panicked: %s", te.name, k.key, msg)
+}
+
+// endLoop marks the entry's loop ended and wakes its waiters, who look
+// again: they get ErrClosed after Close, and otherwise start a fetch of
+// their own if they still need one. e.mu must be held.
+func (e *entry) endLoop() {
+	e.fetching = false
+	e.refreshing.Store(false)
+	e.wake()
+}
+
+// stopLoop is endLoop for a loop that holds no lock.
 func (c *Cache) stopLoop(e *entry) {
 	e.mu.Lock()
-	e.fetching = false
-	e.wake()
+	e.endLoop()
 	e.mu.Unlock()
 }
 
 // beginFetch reports whether the loop may start a fetch, which it may not
 // once the entry is evicted or the cache closed; then the loop is over. It
-// records whether the fetch is a blocking query.
-func (c *Cache) beginFetch(e *entry, lp *entryLoop, blocking bool) bool {
+// records that the fetch is in flight, and whether it is a blocking query.
+func (c *Cache) beginFetch(e *entry, lp *entryLoop, te *typeEntry, blocking bool) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	select {
-	case <-c.entryStopCh(e):
-		e.fetching = false
-		e.wake()
+	if e.evicted || c.closed.Load() {
+		e.endLoop()
 		return false
-	default:
-		lp.blocking = blocking
-		return true
 	}
+	lp.inFetch, lp.blocking = true, blocking
+	if te.opts.Refresh {
+		e.refreshing.Store(true)
+	}
+	return true
 }
 
 // fetchOptions returns the options for a fetch that follows the result
@@ -530,7 +587,7 @@ func fetchOptions(te *typeEntry, prev *result) FetchOptions {
 func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r Request, attempt uint) (uint, bool) {
 	prev := e.result()
 	opts := fetchOptions(te, prev)
-	if !c.beginFetch(e, lp, opts.MinIndex > 0) {
+	if !c.beginFetch(e, lp, te, opts.MinIndex > 0) {
 		return attempt, false
 	}
 
@@ -543,7 +600,7 @@ func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r
 		connected = time.AfterFunc(31*time.Second, func() { lp.lostContact.Store(0) })
 	}
 
-	fr, err := c.callFetch(fetchContext{lp.stop}, te, k, opts, r)
+	fr, err := c.callFetch(lp.ctx, te, k, opts, r)
 	if connected != nil {
 		connected.Stop()
 	}
@@ -551,12 +608,12 @@ func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r
 	var stop bool
 	if err == nil {
 		c.countSuccess(te, fr)
-		if fr.Index > 0 {
-			attempt = 0
-		} else {
-			// Index 0 is a misbehaving type, not an error to report, but
-			// without back-off it would refresh in a hot loop.
+		if emptyFetch(fr, prev) {
+			// A misbehaving type, not an error to report, but without
+			// back-off it would refresh in a hot loop.
 			attempt++
+		} else {
+			attempt = 0
 		}
 		if te.opts.Refresh {
 			lp.lostContact.Store(0)
@@ -635,23 +692,25 @@ func (c *Cache) publish(e *entry, prev *result, fr FetchResult, err error, refre
 // reports whether the loop goes on: only for a refresh that was not
 // stopped, of an entry still cached. e.mu must be held.
 func (c *Cache) loopAfterPublish(e *entry, refresh, stop bool) bool {
-	e.wake()
 	lp := e.loop.Load()
 	if lp != nil {
-		lp.blocking = false
+		lp.inFetch, lp.blocking = false, false
 	}
 	more := refresh && !stop && !e.evicted && !c.closed.Load()
 	if !more {
-		e.fetching = false
+		e.endLoop()
 		// Nothing of the loop is needed until the next one: free it,
 		// unless it holds the limiter (which must outlive the loop so that
 		// restarts cannot bypass it), a refreshing type's lostContact or a
 		// revalidation in flight.
-		if lp != nil && !refresh && lp.limiter.Load() == nil && lp.waiter == nil && lp.side == nil {
+		if lp != nil && !refresh && lp.limiter.Load() == nil && lp.side == nil {
+			lp.cancel()
 			e.loop.Store(nil)
 		}
+		return false
 	}
-	return more
+	e.wake()
+	return true
 }
 
 // follow returns the result that follows cur, the entry's current result,
@@ -684,7 +743,7 @@ func (c *Cache) limitWait(e *entry, lp *entryLoop) bool {
 		if d == 0 {
 			return true
 		}
-		switch c.limiterSleep(e, d, reloaded) {
+		switch c.limiterSleep(lp, d, reloaded) {
 		case limitPassed:
 			return true
 		case limitStopped:
@@ -703,45 +762,40 @@ const (
 	limitReloaded        // ReloadOptions changed the limits
 )
 
-// limiterSleep waits d for the rate limiter, unless the entry is evicted,
-// the cache closed or reloaded closed first.
-func (c *Cache) limiterSleep(e *entry, d time.Duration, reloaded <-chan struct{}) int {
-	e.mu.Lock()
-	stop := c.entryStopCh(e)
-	e.mu.Unlock()
+// limiterSleep waits d for the rate limiter of the loop lp, unless the
+// entry is evicted, the cache closed or reloaded closed first.
+func (c *Cache) limiterSleep(lp *entryLoop, d time.Duration, reloaded <-chan struct{}) int {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return limitPassed
-	case <-stop:
+	case <-lp.ctx.Done():
+		return limitStopped
+	case <-c.stopCh:
 		return limitStopped
 	case <-reloaded:
 		return limitReloaded
 	}
 }
 
-// refreshWait pauses the fetch loop for d. It returns false if the entry was
-// evicted or the cache closed, in which case the loop is over.
-func (c *Cache) refreshWait(e *entry, d time.Duration) bool {
-	e.mu.Lock()
-	stop := c.entryStopCh(e)
-	e.mu.Unlock()
+// refreshWait pauses the fetch loop lp of e for d. It returns false if the
+// entry was evicted or the cache closed, in which case the loop is over.
+func (c *Cache) refreshWait(e *entry, lp *entryLoop, d time.Duration) bool {
 	if d > 0 {
 		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
 		case <-t.C:
-		case <-stop:
+		case <-lp.ctx.Done():
+		case <-c.stopCh:
 		}
 	}
-	select {
-	case <-stop:
+	if lp.ctx.Err() != nil || c.closed.Load() {
 		c.stopLoop(e)
 		return false
-	default:
-		return true
 	}
+	return true
 }
 
 // backOffWait returns how long to wait after the given number of

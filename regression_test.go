@@ -177,7 +177,8 @@ func regPanicValue(f func()) (v any) {
 // starts no fetch and nobody waits on it: a refresh loop asleep in its
 // back-off or RefreshTimer wait does not fetch again; a Get that hits is
 // served, one that needs a fetch returns ErrClosed (with the cached value,
-// if any), one already waiting returns ErrClosed at once; Notify fails with
+// if any), one already waiting for a change returns ErrClosed at once (one
+// waiting for a value gets its fetch's result); Notify fails with
 // ErrClosed and running watches end; a ContextType's blocking fetch sees
 // its context done.
 //
@@ -253,14 +254,16 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 			c, release := cacheBubble(t)
 			typ := TestType(t)
 			var log cacheFetchLog
+			gate := make(chan struct{})
 			log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-			log.on(typ, cacheUntil(release), FetchResult{}, nil) // hangs until the test ends
+			log.on(typ, cacheUntil(release), FetchResult{}, nil).Once() // hangs until the test ends
+			log.on(typ, cacheUntil(gate), FetchResult{Value: "v7", Index: 7}, nil).Once()
 			c.RegisterType("t", typ, nil)
 			cacheGet(t, c, "t", RequestInfo{Key: "k"})
 
 			blocking := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
-			fresh := cacheGoGet(c, "t", RequestInfo{Key: "new"})
 			cacheRequireBlocked(t, blocking)
+			fresh := cacheGoGet(c, "t", RequestInfo{Key: "new"})
 			cacheRequireBlocked(t, fresh)
 			require.Equal(t, 3, log.count())
 
@@ -270,10 +273,16 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 			require.ErrorIs(t, r.Err, ErrClosed)
 			require.Equal(t, "v5", r.Value)
 			require.Equal(t, uint64(5), r.Meta.Index)
+			require.Zero(t, time.Since(start), "a wait for a change ends at Close")
+			// A Get waiting for a value it does not have gets the result of
+			// the fetch in flight.
+			cacheRequireBlocked(t, fresh)
+			close(gate)
 			r = cacheRequireReturned(t, fresh)
-			require.ErrorIs(t, r.Err, ErrClosed)
-			require.Nil(t, r.Value)
-			require.Zero(t, time.Since(start), "returned at Close, not when the fetches end")
+			require.NoError(t, r.Err)
+			require.Equal(t, "v7", r.Value)
+			synctest.Wait()
+			require.Equal(t, 3, log.count(), "no fetch after Close")
 		})
 	})
 
@@ -1142,15 +1151,22 @@ func TestRegression_BypassHonoursTimeout(t *testing.T) {
 		})
 	})
 
+	// A bypassing Get waiting for a value gets the result of its fetch
+	// after Close (the seed's promise for Gets in flight); one waiting for
+	// a change (MinIndex) ends at Close with ErrClosed, and its fetch's
+	// context with it.
 	t.Run("Close", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			c, release := cacheBubble(t)
 			var fetches atomic.Int32
 			abandoned := make(chan error, 1)
-			c.RegisterType("t", regContextType{fetch: func(ctx context.Context, _ FetchOptions, _ Request) (FetchResult, error) {
+			gate := make(chan struct{})
+			c.RegisterType("t", regContextType{fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
 				fetches.Add(1)
 				select {
 				case <-ctx.Done():
+				case <-gate:
+					return FetchResult{Value: "v", Index: 2}, nil
 				case <-release: // never cancelled: end with the test
 					return FetchResult{}, errors.New("not cancelled")
 				}
@@ -1158,11 +1174,13 @@ func TestRegression_BypassHonoursTimeout(t *testing.T) {
 				return FetchResult{}, ctx.Err()
 			}}, nil)
 
-			ch := cacheGoGet(c, "t", RequestInfo{})
-			cacheRequireBlocked(t, ch)
+			value := cacheGoGet(c, "t", RequestInfo{})
+			change := cacheGoGet(c, "t", RequestInfo{MinIndex: 1})
+			cacheRequireBlocked(t, value)
+			cacheRequireBlocked(t, change)
 			start := time.Now()
 			require.NoError(t, c.Close())
-			r := cacheRequireReturned(t, ch)
+			r := cacheRequireReturned(t, change)
 			require.ErrorIs(t, r.Err, ErrClosed)
 			require.Nil(t, r.Value)
 			require.Zero(t, time.Since(start))
@@ -1170,14 +1188,19 @@ func TestRegression_BypassHonoursTimeout(t *testing.T) {
 			case err := <-abandoned:
 				require.ErrorIs(t, err, context.Canceled)
 			default:
-				t.Fatal("the fetch's context is not done after Close")
+				t.Fatal("the blocking fetch's context is not done after Close")
 			}
+			cacheRequireBlocked(t, value)
+			close(gate)
+			r = cacheRequireReturned(t, value)
+			require.NoError(t, r.Err)
+			require.Equal(t, "v", r.Value, "the Get in flight gets its fetch's result")
 
 			v, _, err := c.Get("t", RequestInfo{})
 			require.ErrorIs(t, err, ErrClosed)
 			require.Nil(t, v)
 			synctest.Wait()
-			require.Equal(t, int32(1), fetches.Load(), "no fetch after Close")
+			require.Equal(t, int32(2), fetches.Load(), "no fetch after Close")
 		})
 	})
 }
@@ -1383,9 +1406,12 @@ func TestRegression_BadInput(t *testing.T) {
 			require.Equal(t, ResultMeta{Hit: true, Index: 1, Age: time.Minute}, meta)
 			c.RegisterType("t", a, &RegisterOptions{Refresh: true, RefreshTimer: time.Hour})
 			_, meta = cacheGet(t, c, "t", RequestInfo{Key: "k"})
-			require.Equal(t, ResultMeta{Hit: true, Index: 1}, meta,
-				"a hit follows the new registration: in contact, a refreshing type's value has no age")
-			a.AssertNumberOfCalls(t, "Fetch", 1)
+			require.Equal(t, ResultMeta{Hit: true, Index: 1, Age: time.Minute}, meta,
+				"a hit follows the new registration: not refreshed yet, the value has its age")
+			synctest.Wait()
+			a.AssertNumberOfCalls(t, "Fetch", 2) // the hit started the refresh
+			_, meta = cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			require.Equal(t, ResultMeta{Hit: true, Index: 1}, meta, "in contact, a refreshed value has no age")
 		})
 	})
 }

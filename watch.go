@@ -43,8 +43,8 @@ type UpdateEvent struct {
 // the value would be older than MaxAge, plus a small jitter so that it is
 // stale by then and fetched anew, or after the back-off for an error.
 //
-// Notify returns an error if t is not registered, r or ch is nil, r has a
-// negative Timeout or MaxAge, or the cache is closed (ErrClosed).
+// Notify returns an error if ctx, r or ch is nil, t is not registered, r
+// has a negative Timeout or MaxAge, or the cache is closed (ErrClosed).
 func (c *Cache) Notify(ctx context.Context, t string, r Request, correlationID string, ch chan<- UpdateEvent) error {
 	if ch == nil {
 		return fmt.Errorf("cache: Notify of type %q: nil channel", t)
@@ -74,8 +74,8 @@ func (c *Cache) NotifyCallback(ctx context.Context, t string, r Request, correla
 	if cb == nil {
 		return fmt.Errorf("cache: NotifyCallback of type %q: nil callback", t)
 	}
-	if r == nil {
-		return nilRequest("Notify", t)
+	if r == nil || ctx == nil {
+		return nilArg("Notify", t, r, ctx)
 	}
 	info := r.CacheInfo()
 	if info.Timeout < 0 || info.MaxAge < 0 {
@@ -101,7 +101,7 @@ func (c *Cache) notifyBlockingQuery(ctx context.Context, t string, r Request, in
 	var index uint64
 	var failures uint
 	for {
-		res, meta, err := c.getWithIndex(ctx, t, r, &info, index, index)
+		res, meta, err := c.watchGet(ctx, t, r, &info, wanted{minIndex: index, floor: index})
 		if c.watchEnded(ctx) {
 			return
 		}
@@ -116,8 +116,11 @@ func (c *Cache) notifyBlockingQuery(ctx context.Context, t string, r Request, in
 		}
 
 		// A type that answers with index 0 would never block: back off as
-		// for an error instead of spinning.
-		if err == nil && meta.Index > 0 {
+		// for an error instead of spinning. For a cached entry its fetch
+		// loop does that already (see emptyFetch), and the next Get joins
+		// it, so only Gets that bypass the cache back off here: two
+		// back-offs would add up.
+		if err == nil && (meta.Index > 0 || info.Key != "") {
 			failures = 0
 		} else {
 			failures++
@@ -142,7 +145,7 @@ func (c *Cache) notifyPollingQuery(ctx context.Context, t string, r Request, inf
 	var failures uint
 	var last interface{}
 	for {
-		res, meta, err := c.getWithIndex(ctx, t, r, &info, index, 0)
+		res, meta, err := c.watchGet(ctx, t, r, &info, wanted{minIndex: index})
 		if c.watchEnded(ctx) {
 			return
 		}
