@@ -278,8 +278,12 @@ func unknownType(t string) error {
 // that older value, if there is one, with its Index and Age.
 //
 // Once the cache is closed, Get still serves what it holds, but where it
-// would need a fetch it returns the value it has, if any, and ErrClosed.
-// A nil r, or a negative Timeout or MaxAge, is an error.
+// would need a new fetch it returns the value it has, if any, and
+// ErrClosed. A Get already waiting at Close for a value it does not have
+// gets the result of the fetch in flight; one waiting for a change
+// (MinIndex) returns at once with the value it has and ErrClosed, since a
+// change may take minutes. A nil r, or a negative Timeout or MaxAge, is an
+// error.
 func (c *Cache) Get(t string, r Request) (interface{}, ResultMeta, error) {
 	return c.GetContext(context.Background(), t, r)
 }
@@ -857,14 +861,22 @@ func (c *Cache) now() int64 {
 
 // Close stops the cache's background work and returns once no new fetch
 // can start: background refreshes end, waits for back-off, RefreshTimer or
-// the fetch rate limiter end at once, the contexts of fetches in flight
-// (FetchOptions.Context) are cancelled, Gets waiting for a fetch return
-// ErrClosed, Notify watches end, and entries no longer expire. Fetches in
-// flight may still finish; their results are stored but start nothing.
+// the fetch rate limiter end at once, Notify watches end, and entries no
+// longer expire.
 //
-// Values already cached stay available to Get. Get and Notify never block
-// on a closed cache: where they would need a fetch they return ErrClosed.
-// Close is meant for shutdown and may be called more than once; it always
+// Fetches in flight run to completion, and the Gets already waiting for a
+// value they do not have (a first fetch, a retry after an error, a
+// revalidation) get their result: Close does not cancel their context,
+// though the Gets' own Timeout and context still apply. Fetches that no
+// such Get waits on (background refreshes, Notify's, blocking queries
+// waiting for a change) have their context cancelled (see ContextType),
+// and the Gets waiting on them for a change return at once with the value
+// they have and ErrClosed. Results that arrive after Close are stored but
+// start nothing.
+//
+// Values already cached stay available to Get. Where Get or Notify would
+// need a new fetch on a closed cache, they return ErrClosed at once. Close
+// is meant for shutdown and may be called more than once; it always
 // returns nil.
 func (c *Cache) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {

@@ -38,9 +38,11 @@ type Type interface {
 // ContextType is a Type whose fetches can be abandoned. When a registered
 // Type implements it, the cache calls FetchContext instead of Fetch, with a
 // context that is done when nobody needs the result any more: the entry
-// was evicted or the cache closed, or, for a Get that bypasses the cache,
-// that Get gave up (its context ended, its Timeout passed or the cache
-// closed). A Type should then abandon a long blocking query and return.
+// was evicted, the cache closed while no Get waited for the fetch's value
+// (see Cache.Close), or, for a Get that bypasses the cache, that Get gave
+// up (its context ended, its Timeout passed, or the cache closed during a
+// blocking query). A Type should then abandon a long blocking query and
+// return.
 //
 // It is an interface of its own, not a field of FetchOptions, so that
 // FetchOptions stay what Types written for Consul's cache compare against.
