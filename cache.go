@@ -500,7 +500,7 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		waited.lastAccess.Store(c.now())
 		waited.watchers.Add(-1)
 		if timedOut || cancelled {
-			waited.leave(ch, how&needsResult != 0)
+			c.leave(waited, ch, how&needsResult != 0)
 			if cancelled {
 				return res.value, ResultMeta{Index: res.index}, ctx.Err()
 			}

@@ -365,13 +365,20 @@ func (e *entry) wake() {
 	}
 }
 
-// leave is called by a Get that stops waiting on ch, the entry's waiter,
+// leave is called by a Get that stops waiting on ch, the waiter of e,
 // before it was closed (its Timeout passed or its context ended); need
-// tells that it was counted in needers.
-func (e *entry) leave(ch <-chan struct{}, need bool) {
+// tells that it was counted in needers. After Close, the last of them to
+// leave cancels the fetch, which nobody needs any more.
+func (c *Cache) leave(e *entry, ch <-chan struct{}, need bool) {
+	if !need {
+		return
+	}
 	e.mu.Lock()
-	if lp := e.loop.Load(); need && lp != nil && lp.waiter != nil && lp.waiter == ch {
+	if lp := e.loop.Load(); lp != nil && lp.waiter != nil && lp.waiter == ch {
 		lp.needers--
+		if c.closed.Load() {
+			e.closeLoop()
+		}
 	}
 	e.mu.Unlock()
 }

@@ -92,6 +92,8 @@ func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
 			require.Equal(t, time.Minute, time.Since(start))
 			require.NoError(t, r.Err, "a Get that times out returns no error")
 			require.Nil(t, r.Value)
+			synctest.Wait()
+			require.Equal(t, int32(1), cancelled.Load(), "once nobody waits, the fetch is cancelled")
 		})
 	})
 
