@@ -100,15 +100,15 @@ func (c *Cache) runExpiryLoop() {
 // expireDue evicts up to evictBatch due entries and returns how long until
 // the next one is due; ok is false if the heap is empty.
 func (c *Cache) expireDue() (wait time.Duration, ok bool) {
-	var closing []retired
-	wait, ok = c.expireBatch(&closing)
-	c.closeStates(closing)
+	var ev evictions
+	wait, ok = c.expireBatch(&ev)
+	c.finishEvictions(&ev, c.metrics.evictExpired)
 	return wait, ok
 }
 
-// expireBatch is expireDue under expiryMu; the states of the evicted
-// entries are added to closing.
-func (c *Cache) expireBatch(closing *[]retired) (wait time.Duration, ok bool) {
+// expireBatch is expireDue under expiryMu; the evicted entries are added
+// to ev.
+func (c *Cache) expireBatch(ev *evictions) (wait time.Duration, ok bool) {
 	c.expiryMu.Lock()
 	defer c.expiryMu.Unlock()
 	now := c.now()
@@ -121,7 +121,7 @@ func (c *Cache) expireBatch(closing *[]retired) (wait time.Duration, ok bool) {
 			return 0, true
 		}
 		heap.Pop(&c.expiry)
-		c.evict(e, c.metrics.evictExpired, closing)
+		c.evict(e, ev)
 		c.expiry.shrink()
 	}
 	return 0, false
@@ -144,14 +144,14 @@ func (h *expiryHeap) shrink() {
 // at most MaxEntries, or nothing evictable is left (entries whose first
 // fetch is still running are not in the heap yet).
 func (c *Cache) evictOverflow() {
-	var closing []retired
+	var ev evictions
 	c.expiryMu.Lock()
 	for max := c.settings.Load().maxEntries; max > 0 && c.count.Load() > int64(max) && len(c.expiry) > 0; {
 		c.head(c.now()) // the true soonest is on top
-		c.evict(heap.Pop(&c.expiry).(*entry), c.metrics.evictSize, &closing)
+		c.evict(heap.Pop(&c.expiry).(*entry), &ev)
 	}
 	c.expiryMu.Unlock()
-	c.closeStates(closing)
+	c.finishEvictions(&ev, c.metrics.evictSize)
 }
 
 // head returns the entry that truly expires first. Hits do not touch the
@@ -175,11 +175,37 @@ func (c *Cache) head(now int64) *entry {
 	}
 }
 
-// evict removes e from the cache and stops its fetch loop, counting it
-// under the metric name reason. Its state, if it has one to close, is
-// added to closing, to be closed once expiryMu is released. c.expiryMu
-// must be held.
-func (c *Cache) evict(e *entry, reason []string, closing *[]retired) {
+// evictions is what a batch of evictions leaves to do once expiryMu is
+// released: the states of the evicted entries to close, and the metrics
+// to emit. A metrics sink is the embedder's code, and may call back into
+// the cache.
+type evictions struct {
+	closing []retired
+	n       int // entries evicted
+}
+
+// finishEvictions closes the states of the entries in ev, evicted for
+// reason, counts them and resets ev. It must be called without any of the
+// cache's locks held.
+func (c *Cache) finishEvictions(ev *evictions, reason []string) {
+	c.closeStates(ev.closing)
+	if ev.n > 0 {
+		// One increment per entry, as the seed counts them: a sink that
+		// keeps the number of increments (InmemSink's Count) sees the
+		// entries, not the batches.
+		for range ev.n {
+			c.metrics.incr(reason)
+		}
+		c.metrics.gauge(c.metrics.entriesCount, float32(c.count.Load()))
+	}
+	clear(ev.closing)
+	*ev = evictions{closing: ev.closing[:0]}
+}
+
+// evict removes e from the cache and stops its fetch loop. Its state, if
+// it has one to close, and the count for the metrics are added to ev, to
+// be acted on once expiryMu is released. c.expiryMu must be held.
+func (c *Cache) evict(e *entry, ev *evictions) {
 	s := &c.shards[e.shard]
 	s.mu.Lock()
 	t := s.tab.Load()
@@ -192,10 +218,10 @@ func (c *Cache) evict(e *entry, reason []string, closing *[]retired) {
 	e.evicted = true
 	e.stop()
 	if st := e.retire(); st != nil {
-		*closing = append(*closing, retired{e, st})
+		ev.closing = append(ev.closing, retired{e, st})
 	}
 	e.mu.Unlock()
 
-	c.metrics.incr(reason)
-	c.metrics.gauge(c.metrics.entriesCount, float32(c.count.Add(-1)))
+	c.count.Add(-1)
+	ev.n++
 }
