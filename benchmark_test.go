@@ -264,89 +264,191 @@ func BenchmarkEntryMemory(b *testing.B) {
 	b.ReportMetric(got/floor, "x-floor")
 }
 
-// BenchmarkExpire1M measures the eviction of 1,000,000 entries that expire
-// within moments of each other, and the latency of hits on other keys
-// meanwhile: no Get may wait behind the whole eviction.
+// BenchmarkExpire1M measures 1,000,000 entries that come due within
+// moments of each other while other goroutines use the cache, with the
+// entries idle, or each hit once just after it was stored: a hit only
+// records its time, so each such entry is re-heaped when it comes due, and
+// evicted when that later expiry comes. It reports the time from the first
+// eviction to the last (evict-ms) and from the entries coming due to the
+// last eviction (due-ms), the 99th percentile of hits on other keys during
+// the eviction, and the worst latency, meanwhile, of an insert from another
+// goroutine (a Prepopulate or a Get of a new key, which both take the
+// expiry lock): neither may wait behind the whole expiry.
 func BenchmarkExpire1M(b *testing.B) {
-	const n = 1_000_000
-	const ttl = time.Hour
-	keys := make([]string, n)
+	keys := make([]string, expireN)
 	for i := range keys {
 		keys[i] = "exp-" + strconv.Itoa(i)
 	}
 	warm := benchRequests(1000)
+	for _, hit := range []bool{false, true} {
+		name := "idle"
+		if hit {
+			name = "hit"
+		}
+		b.Run(name, func(b *testing.B) {
+			var r expireRound
+			for b.Loop() {
+				r = expire1MRound(b, keys, warm, hit)
+			}
+			b.ReportMetric(float64(r.evict)/1e6, "evict-ms")
+			b.ReportMetric(float64(r.due)/1e6, "due-ms")
+			b.ReportMetric(float64(r.hitP99), "hit-p99-ns")
+			b.ReportMetric(float64(r.worstInsert)/1e6, "worst-insert-ms")
+		})
+	}
+}
 
-	var evictNs, p99Ns float64
-	for b.Loop() {
-		c := New(nil)
-		c.RegisterType("short", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
-			return FetchResult{}, errors.New("prepopulated only")
-		}), &RegisterOptions{LastGetTTL: ttl})
-		c.RegisterType("t", FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
-			return FetchResult{Value: 1, Index: 1}, nil
-		}), nil)
-		for _, r := range warm {
-			if _, _, err := c.Get("t", r); err != nil {
-				b.Fatal(err)
-			}
+// expireN and expireTTL are BenchmarkExpire1M's entries and their TTL.
+const (
+	expireN   = 1_000_000
+	expireTTL = time.Hour
+)
+
+// expireRound is what one round of BenchmarkExpire1M measured.
+type expireRound struct {
+	evict, due, hitP99, worstInsert time.Duration
+}
+
+// expire1MRound fills a cache with the warm entries and one "short" entry
+// per key, makes the short ones due at once (hit just after they were
+// stored, if hit), and measures until they are gone.
+func expire1MRound(b *testing.B, keys []string, warm []Request, hit bool) expireRound {
+	c := expire1MFill(b, keys, warm, hit)
+	defer c.Close()
+	base := int64(len(warm))
+	ins := startExpireInserter(c)
+	select {
+	case c.expiryNotify <- struct{}{}:
+	default:
+	}
+	due := time.Now()
+
+	// Hit other keys until the expired entries are gone.
+	var lat []time.Duration
+	var firstGone time.Time
+	var r expireRound
+	for i := 0; ; i++ {
+		t0 := time.Now()
+		if _, _, err := c.Get("t", warm[i%len(warm)]); err != nil {
+			b.Fatal(err)
 		}
-		for _, k := range keys {
-			if err := c.Prepopulate("short", FetchResult{Value: 1, Index: 1}, "dc1", "tok", k); err != nil {
-				b.Fatal(err)
-			}
+		d := time.Since(t0)
+		inserted := ins.inserted.Load() // before the count: never too many
+		left := c.count.Load() - base - inserted
+		if left < expireN && firstGone.IsZero() {
+			firstGone = t0
 		}
-		// Filling takes a while: make every short entry due now, so that
-		// they all expire together.
-		c.expiryMu.Lock()
-		now := c.now()
-		for _, e := range c.expiry {
-			if decodeKey(e.key).typ == "short" {
-				e.lastAccess.Store(now - int64(ttl))
-				e.expires = now
-			}
+		if !firstGone.IsZero() {
+			lat = append(lat, d)
 		}
-		heap.Init(&c.expiry)
-		c.expiryMu.Unlock()
+		if left <= 0 {
+			r.evict, r.due = time.Since(firstGone), time.Since(due)
+			break
+		}
+		if time.Since(due) > expireTTL {
+			b.Fatalf("%d entries left a TTL after they came due", left)
+		}
+		if i%64 == 0 {
+			runtime.Gosched()
+		}
+	}
+	r.worstInsert = ins.stop(b)
+	slices.Sort(lat)
+	r.hitP99 = lat[len(lat)*99/100]
+	return r
+}
+
+// expire1MFill returns a cache holding a value for every warm request and
+// a "short" entry for every key, all of those due now: idle, or hit just
+// after they were stored, their true expiry an instant later.
+func expire1MFill(b *testing.B, keys []string, warm []Request, hit bool) *Cache {
+	c := New(nil)
+	c.RegisterType("short", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+		return FetchResult{}, errors.New("prepopulated only")
+	}), &RegisterOptions{LastGetTTL: expireTTL})
+	c.RegisterType("t", FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+		return FetchResult{Value: 1, Index: 1}, nil
+	}), nil)
+	for _, r := range warm {
+		if _, _, err := c.Get("t", r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, k := range keys {
+		if err := c.Prepopulate("short", FetchResult{Value: 1, Index: 1}, "dc1", "tok", k); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// Filling takes a while: make every short entry due now, so that they
+	// all come due together.
+	c.expiryMu.Lock()
+	now := c.now()
+	for _, e := range c.expiry {
+		if decodeKey(e.key).typ == "short" {
+			last := now - int64(expireTTL)
+			if hit {
+				last++
+			}
+			e.lastAccess.Store(last)
+			e.expires = now
+		}
+	}
+	heap.Init(&c.expiry)
+	c.expiryMu.Unlock()
+	return c
+}
+
+// expireInserter inserts new entries into a cache from a goroutine of its
+// own, a few every millisecond, and keeps the worst latency of an insert.
+type expireInserter struct {
+	inserted atomic.Int64
+	worst    time.Duration
+	err      error
+	quit     chan struct{}
+	done     chan struct{}
+}
+
+func startExpireInserter(c *Cache) *expireInserter {
+	ins := &expireInserter{quit: make(chan struct{}), done: make(chan struct{})}
+	go ins.run(c)
+	return ins
+}
+
+// run alternates a Prepopulate and a Get of a new key, which fetches.
+func (ins *expireInserter) run(c *Cache) {
+	defer close(ins.done)
+	for i := 0; ; i++ {
 		select {
-		case c.expiryNotify <- struct{}{}:
+		case <-ins.quit:
+			return
 		default:
 		}
-		filled := time.Now()
-		base := int64(len(warm))
-
-		// Hit other keys until the expired entries are gone.
-		var lat []time.Duration
-		var firstGone time.Time
-		for i := 0; ; i++ {
-			t0 := time.Now()
-			if _, _, err := c.Get("t", warm[i%len(warm)]); err != nil {
-				b.Fatal(err)
-			}
-			d := time.Since(t0)
-			left := c.count.Load() - base
-			if left < n && firstGone.IsZero() {
-				firstGone = t0
-			}
-			if !firstGone.IsZero() {
-				lat = append(lat, d)
-			}
-			if left == 0 {
-				evictNs = float64(time.Since(firstGone))
-				break
-			}
-			if time.Since(filled) > ttl+time.Minute {
-				b.Fatalf("%d entries left a minute after their TTL", left)
-			}
-			if i%64 == 0 {
-				runtime.Gosched()
-			}
+		k := "ins-" + strconv.Itoa(i)
+		t0 := time.Now()
+		var err error
+		if i%2 == 0 {
+			err = c.Prepopulate("t", FetchResult{Value: 1, Index: 1}, "", "", k)
+		} else {
+			_, _, err = c.Get("t", RequestInfo{Key: k})
 		}
-		slices.Sort(lat)
-		p99Ns = float64(lat[len(lat)*99/100])
-		c.Close()
+		ins.worst = max(ins.worst, time.Since(t0))
+		ins.inserted.Add(1)
+		if err != nil {
+			ins.err = err
+			return
+		}
+		time.Sleep(100 * time.Microsecond)
 	}
-	b.ReportMetric(evictNs/1e6, "evict-ms")
-	b.ReportMetric(p99Ns, "hit-p99-ns")
+}
+
+// stop ends the inserts and returns the worst latency of one.
+func (ins *expireInserter) stop(b *testing.B) time.Duration {
+	close(ins.quit)
+	<-ins.done
+	if ins.err != nil {
+		b.Fatal(ins.err)
+	}
+	return ins.worst
 }
 
 // benchBackend is a blocking Type over a set of keys whose index moves

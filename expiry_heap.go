@@ -2,6 +2,7 @@ package cache
 
 import (
 	"container/heap"
+	"runtime"
 	"time"
 )
 
@@ -35,8 +36,10 @@ func (h *expiryHeap) Pop() any {
 	return e
 }
 
-// evictBatch bounds the evictions done under one hold of expiryMu, so that
-// Gets creating entries never wait behind a mass expiry.
+// evictBatch bounds the heap work done under one hold of expiryMu: the
+// entries re-heaped because they were hit since they were queued and the
+// entries evicted, together. Gets creating entries then never wait behind
+// a mass expiry, however many of the entries coming due were hit.
 const evictBatch = 256
 
 // addExpiry puts an entry whose first fetch just ended in the expiry heap,
@@ -83,7 +86,14 @@ func (c *Cache) runExpiryLoop() {
 	for {
 		// With nothing to expire, only an insertion can give work: no
 		// timer, so an idle cache holds no pending timer at all.
-		if wait, ok := c.expireDue(); ok {
+		wait, ok := c.expireDue()
+		if ok && wait == 0 {
+			// More is due at once. Yield first: an insert that the batch
+			// held up would otherwise, on a busy machine, wait for this
+			// goroutine's time slice to end, and find expiryMu taken again.
+			runtime.Gosched()
+		}
+		if ok {
 			timer.Reset(wait)
 		} else {
 			timer.Stop()
@@ -97,31 +107,45 @@ func (c *Cache) runExpiryLoop() {
 	}
 }
 
-// expireDue evicts up to evictBatch due entries and returns how long until
-// the next one is due; ok is false if the heap is empty.
+// expireDue does one batch of expiry (see expireBatch) and returns how
+// long until the next entry is due: 0 if the batch left work to do; ok
+// is false if the heap is empty.
 func (c *Cache) expireDue() (wait time.Duration, ok bool) {
-	var closing []retired
-	wait, ok = c.expireBatch(&closing)
-	c.closeStates(closing)
+	var ev evictions
+	wait, ok = c.expireBatch(&ev)
+	c.finishEvictions(&ev, c.metrics.evictExpired)
 	return wait, ok
 }
 
-// expireBatch is expireDue under expiryMu; the states of the evicted
-// entries are added to closing.
-func (c *Cache) expireBatch(closing *[]retired) (wait time.Duration, ok bool) {
+// expireBatch is expireDue under expiryMu: it evicts due entries and
+// re-heaps those that were hit since they were queued, at most evictBatch
+// of both. The evicted entries are added to ev.
+//
+// Only a due top is brought up to date. Expiry times in the heap are never
+// later than the true ones, so a top that is not due means nothing is; a
+// top fixed at once would, for a watched entry, be stale again by the next
+// batch.
+func (c *Cache) expireBatch(ev *evictions) (wait time.Duration, ok bool) {
 	c.expiryMu.Lock()
 	defer c.expiryMu.Unlock()
 	now := c.now()
-	for n := 0; len(c.expiry) > 0; n++ {
-		e := c.head(now)
-		if e.expires > now {
+	budget := evictBatch
+	for len(c.expiry) > 0 {
+		if e := c.expiry[0]; e.expires > now {
 			return time.Duration(e.expires - now), true
 		}
-		if n == evictBatch {
+		e := c.head(now, &budget)
+		switch {
+		case e == nil:
+			return 0, true // the budget went on re-heaping
+		case e.expires > now:
+			continue // hit since it was queued: it was re-heaped
+		case budget == 0:
 			return 0, true
 		}
+		budget--
 		heap.Pop(&c.expiry)
-		c.evict(e, c.metrics.evictExpired, closing)
+		c.evict(e, ev)
 		c.expiry.shrink()
 	}
 	return 0, false
@@ -142,24 +166,56 @@ func (h *expiryHeap) shrink() {
 
 // evictOverflow evicts the entries closest to expiry until the cache holds
 // at most MaxEntries, or nothing evictable is left (entries whose first
-// fetch is still running are not in the heap yet).
+// fetch is still running are not in the heap yet). It works in batches of
+// evictBatch heap fixes and evictions, releasing expiryMu between them so
+// that inserts are not held up, and returns only once the bound is met:
+// entries inserted meanwhile are evicted too, by this call or by their
+// own insert's.
+//
+// The entries are ranked as of the call: a watched entry is in use at its
+// start. A later time, batch by batch, would make the watched entries
+// fixed in one batch stale in the next, and they could be re-heaped for
+// ever.
 func (c *Cache) evictOverflow() {
-	var closing []retired
-	c.expiryMu.Lock()
-	for max := c.settings.Load().maxEntries; max > 0 && c.count.Load() > int64(max) && len(c.expiry) > 0; {
-		c.head(c.now()) // the true soonest is on top
-		c.evict(heap.Pop(&c.expiry).(*entry), c.metrics.evictSize, &closing)
+	var ev evictions
+	now := c.now()
+	for {
+		more := c.overflowBatch(now, &ev)
+		c.finishEvictions(&ev, c.metrics.evictSize)
+		if !more {
+			return
+		}
+		runtime.Gosched() // see runExpiryLoop
 	}
-	c.expiryMu.Unlock()
-	c.closeStates(closing)
+}
+
+// overflowBatch is one batch of evictOverflow, under expiryMu, with entries
+// ranked at now. The evicted entries are added to ev. It reports whether
+// the cache may still hold too many entries.
+func (c *Cache) overflowBatch(now int64, ev *evictions) (more bool) {
+	c.expiryMu.Lock()
+	defer c.expiryMu.Unlock()
+	budget := evictBatch
+	for max := c.settings.Load().maxEntries; max > 0 && c.count.Load() > int64(max) && len(c.expiry) > 0; {
+		e := c.head(now, &budget) // the true soonest is on top
+		if e == nil || budget == 0 {
+			return true
+		}
+		budget--
+		heap.Pop(&c.expiry)
+		c.evict(e, ev)
+	}
+	return false
 }
 
 // head returns the entry that truly expires first. Hits do not touch the
-// heap, so expiry times in it may be stale: the head is brought up to date
-// from its last access, and re-heaped, until the one on top is current.
-// An entry that Gets are waiting on is in use at now (Consul #9979). The
-// heap must not be empty. c.expiryMu must be held.
-func (c *Cache) head(now int64) *entry {
+// heap, so expiry times in it may be stale (early, never late): the head
+// is brought up to date from its last access, and re-heaped, until the one
+// on top is current. Each re-heap takes one from *budget; once it is 0,
+// head returns nil, the top still stale. An entry that Gets are waiting on
+// is in use at now (Consul #9979). The heap must not be empty.
+// c.expiryMu must be held.
+func (c *Cache) head(now int64, budget *int) *entry {
 	for {
 		e := c.expiry[0]
 		last := e.lastAccess.Load()
@@ -170,16 +226,46 @@ func (c *Cache) head(now int64) *entry {
 		if real <= e.expires {
 			return e
 		}
+		if *budget == 0 {
+			return nil
+		}
+		*budget--
 		e.expires = real
 		heap.Fix(&c.expiry, 0)
 	}
 }
 
-// evict removes e from the cache and stops its fetch loop, counting it
-// under the metric name reason. Its state, if it has one to close, is
-// added to closing, to be closed once expiryMu is released. c.expiryMu
-// must be held.
-func (c *Cache) evict(e *entry, reason []string, closing *[]retired) {
+// evictions is what a batch of evictions leaves to do once expiryMu is
+// released: the states of the evicted entries to close, and the metrics
+// to emit. A metrics sink is the embedder's code, and may call back into
+// the cache.
+type evictions struct {
+	closing []retired
+	n       int // entries evicted
+}
+
+// finishEvictions closes the states of the entries in ev, evicted for
+// reason, counts them and resets ev. It must be called without any of the
+// cache's locks held.
+func (c *Cache) finishEvictions(ev *evictions, reason []string) {
+	c.closeStates(ev.closing)
+	if ev.n > 0 {
+		// One increment per entry, as the seed counts them: a sink that
+		// keeps the number of increments (InmemSink's Count) sees the
+		// entries, not the batches.
+		for range ev.n {
+			c.metrics.incr(reason)
+		}
+		c.metrics.gauge(c.metrics.entriesCount, float32(c.count.Load()))
+	}
+	clear(ev.closing)
+	*ev = evictions{closing: ev.closing[:0]}
+}
+
+// evict removes e from the cache and stops its fetch loop. Its state, if
+// it has one to close, and the count for the metrics are added to ev, to
+// be acted on once expiryMu is released. c.expiryMu must be held.
+func (c *Cache) evict(e *entry, ev *evictions) {
 	s := &c.shards[e.shard]
 	s.mu.Lock()
 	t := s.tab.Load()
@@ -192,10 +278,10 @@ func (c *Cache) evict(e *entry, reason []string, closing *[]retired) {
 	e.evicted = true
 	e.stop()
 	if st := e.retire(); st != nil {
-		*closing = append(*closing, retired{e, st})
+		ev.closing = append(ev.closing, retired{e, st})
 	}
 	e.mu.Unlock()
 
-	c.metrics.incr(reason)
-	c.metrics.gauge(c.metrics.entriesCount, float32(c.count.Add(-1)))
+	c.count.Add(-1)
+	ev.n++
 }
