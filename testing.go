@@ -2,6 +2,7 @@ package cache
 
 import (
 	"reflect"
+	"sync"
 	"time"
 
 	"github.com/stretchr/testify/mock"
@@ -98,15 +99,22 @@ func TestCache(t T) *Cache {
 	return c
 }
 
-// TestCacheGetCh runs Get in a goroutine and returns a channel that receives
-// its value, or its error if it fails.
+// TestCacheGetCh runs Get in a goroutine and returns a channel that
+// receives its value. As in Consul, a failed Get sends nothing: the error is
+// logged with t.Logf and the channel closed, so that a receive gets nil.
+// Assert the value with TestCacheGetChResult; use TestCacheGetChErr to see
+// the error. The channel is buffered, so the goroutine ends even if nobody
+// receives, and an error that comes once the test's cleanups started is not
+// logged, since testing panics on a log after the test.
 func TestCacheGetCh(t T, c *Cache, typ string, r Request) <-chan interface{} {
 	t.Helper()
+	logf := testLogf(t)
 	ch := make(chan interface{}, 1)
 	go func() {
 		v, _, err := c.Get(typ, r)
 		if err != nil {
-			ch <- err
+			logf("Error: %s", err)
+			close(ch)
 			return
 		}
 		ch <- v
@@ -114,8 +122,49 @@ func TestCacheGetCh(t T, c *Cache, typ string, r Request) <-chan interface{} {
 	return ch
 }
 
+// TestGetResult is what TestCacheGetChErr delivers: the results of a Get.
+type TestGetResult struct {
+	Value any
+	Meta  ResultMeta
+	Err   error
+}
+
+// TestCacheGetChErr runs Get in a goroutine and returns a channel that
+// receives its results, error included. The channel is buffered, so the
+// goroutine ends even if nobody receives.
+func TestCacheGetChErr(t T, c *Cache, typ string, r Request) <-chan TestGetResult {
+	t.Helper()
+	ch := make(chan TestGetResult, 1)
+	go func() {
+		v, meta, err := c.Get(typ, r)
+		ch <- TestGetResult{Value: v, Meta: meta, Err: err}
+	}()
+	return ch
+}
+
+// testLogf returns a func that logs with t.Logf until t's cleanups start
+// and drops the line after that.
+func testLogf(t T) func(format string, args ...any) {
+	var mu sync.Mutex
+	done := false
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		done = true
+	})
+	return func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			t.Logf(format, args...)
+		}
+	}
+}
+
 // TestCacheGetChResult fails the test unless ch delivers a value equal
-// (reflect.DeepEqual) to expected within a short time.
+// (reflect.DeepEqual) to expected within a short time. A channel that
+// TestCacheGetCh closed after a failed Get delivers nil, so, as in Consul,
+// an expected nil passes for a failed Get.
 func TestCacheGetChResult(t T, ch <-chan interface{}, expected interface{}) {
 	t.Helper()
 	timer := time.NewTimer(testResultWait)
@@ -130,14 +179,14 @@ func TestCacheGetChResult(t T, ch <-chan interface{}, expected interface{}) {
 	}
 }
 
-// TestCacheNotifyChResult fails the test unless ch delivers exactly the
-// expected events, in any order, within a short time. Meta.Age is not
-// compared, since it depends on timing.
+// TestCacheNotifyChResult fails the test unless ch delivers len(expected)
+// events within a short time that match expected in any order. Meta.Age is
+// not compared, since it depends on timing. As in Consul, it panics if
+// expected is empty: asking for zero events is a bug in the test.
 func TestCacheNotifyChResult(t T, ch <-chan UpdateEvent, expected ...UpdateEvent) {
 	t.Helper()
 	if len(expected) == 0 {
-		t.Fatalf("TestCacheNotifyChResult needs at least one expected event")
-		return
+		panic("asking for zero updates seems like a bug")
 	}
 	timer := time.NewTimer(testResultWait)
 	defer timer.Stop()

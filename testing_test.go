@@ -205,27 +205,87 @@ func TestHelper_TestCacheClosedOnCleanup(t *testing.T) {
 	require.False(t, ft.failed())
 }
 
-// Pins TestCacheGetCh: the channel receives the Get's value, or its error.
+// Pins TestCacheGetCh (Consul's semantics): the channel receives the Get's
+// value; a failed Get sends nothing, logs the error and closes the channel.
 func TestHelper_TestCacheGetCh(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := TestCache(t)
-		ok := TestType(t)
-		ok.Static(FetchResult{Value: "v", Index: 1}, nil)
-		c.RegisterType("ok", ok, nil)
-		boom := errors.New("boom")
-		bad := TestType(t)
-		bad.Static(FetchResult{}, boom)
-		c.RegisterType("bad", bad, nil)
+		c, boom := helperCache(t)
 
 		ft := &helperT{}
 		require.Equal(t, "v", <-TestCacheGetCh(ft, c, "ok", TestRequest(t, RequestInfo{Key: "k"})))
-		require.Equal(t, boom, <-TestCacheGetCh(ft, c, "bad", TestRequest(t, RequestInfo{Key: "k"})))
+		ch := TestCacheGetCh(ft, c, "bad", TestRequest(t, RequestInfo{Key: "k"}))
+		v, ok := <-ch
+		require.False(t, ok, "closed, no value sent")
+		require.Nil(t, v)
 		require.False(t, ft.failed())
+		require.Equal(t, []string{"Error: " + boom.Error()}, ft.logs)
 
-		// With the check helper, on the real T.
+		// With the check helper, on the real T: nil for the failed Get.
 		TestCacheGetChResult(t, TestCacheGetCh(t, c, "ok", TestRequest(t, RequestInfo{Key: "k"})), "v")
-		TestCacheGetChResult(t, TestCacheGetCh(t, c, "bad", TestRequest(t, RequestInfo{Key: "k"})), boom)
+		TestCacheGetChResult(t, TestCacheGetCh(t, c, "bad", TestRequest(t, RequestInfo{Key: "k"})), nil)
+
+		ft = &helperT{}
+		TestCacheGetChResult(ft, TestCacheGetCh(ft, c, "bad", TestRequest(t, RequestInfo{Key: "k"})), "v")
+		require.True(t, ft.failed(), "a failed Get is not the value")
 	})
+}
+
+// Pins that TestCacheGetCh does not log once the test's cleanups started,
+// which testing would turn into a panic after the test, and that its
+// goroutine ends without a receiver (else the bubble could not end).
+func TestHelper_TestCacheGetChNoLogAfterCleanup(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := TestCache(t)
+		release := make(chan struct{})
+		c.RegisterType("slow", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+			<-release
+			return FetchResult{}, errors.New("late")
+		}), nil)
+
+		ft := &helperT{}
+		TestCacheGetCh(ft, c, "slow", TestRequest(t, RequestInfo{Key: "k"}))
+		synctest.Wait()
+		ft.runCleanups()
+		close(release)
+		synctest.Wait()
+		require.Empty(t, ft.logs)
+		require.False(t, ft.failed())
+	})
+}
+
+// Pins TestCacheGetChErr: the channel receives the Get's value and meta, or
+// its error.
+func TestHelper_TestCacheGetChErr(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, boom := helperCache(t)
+
+		ft := &helperT{}
+		res := <-TestCacheGetChErr(ft, c, "ok", TestRequest(t, RequestInfo{Key: "k"}))
+		require.Equal(t, TestGetResult{Value: "v", Meta: ResultMeta{Index: 1}}, res)
+		res = <-TestCacheGetChErr(ft, c, "ok", TestRequest(t, RequestInfo{Key: "k"}))
+		require.NoError(t, res.Err)
+		require.True(t, res.Meta.Hit)
+		res = <-TestCacheGetChErr(ft, c, "bad", TestRequest(t, RequestInfo{Key: "k"}))
+		require.ErrorIs(t, res.Err, boom)
+		require.Nil(t, res.Value)
+		require.False(t, ft.failed())
+		require.Empty(t, ft.logs)
+	})
+}
+
+// helperCache returns a test cache with a type "ok", whose Fetch returns
+// "v" at index 1, and a type "bad", whose Fetch fails with the returned
+// error.
+func helperCache(t *testing.T) (*Cache, error) {
+	c := TestCache(t)
+	ok := TestType(t)
+	ok.Static(FetchResult{Value: "v", Index: 1}, nil)
+	c.RegisterType("ok", ok, nil)
+	boom := errors.New("boom")
+	bad := TestType(t)
+	bad.Static(FetchResult{}, boom)
+	c.RegisterType("bad", bad, nil)
+	return c, boom
 }
 
 // Pins TestCacheGetChResult: passes on an equal value, fails on a different
@@ -312,9 +372,8 @@ func TestHelper_TestCacheNotifyChResult(t *testing.T) {
 		require.True(t, ft.failed(), "missing event")
 		require.Equal(t, testResultWait, time.Since(start), "fails after its wait")
 
-		ft = &helperT{}
-		TestCacheNotifyChResult(ft, send(evA))
-		require.True(t, ft.failed(), "no expected events is a misuse")
+		// No expected events is a misuse: Consul panics.
+		require.PanicsWithValue(t, "asking for zero updates seems like a bug", func() { TestCacheNotifyChResult(&helperT{}, send(evA)) })
 
 		// Events arriving over time within the wait pass.
 		ft = &helperT{}

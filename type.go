@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
-	"strings"
 	"time"
 )
 
@@ -184,29 +183,3 @@ func errExited(typ, key string) error {
 func logAttrs(k *entryKey, more ...any) []any {
 	return append([]any{"type", k.typ, "datacenter", k.dc, "key", k.key}, more...)
 }
-
-// redact removes an ACL token from a message.
-func redact(token, msg string) string {
-	if token == "" {
-		return msg
-	}
-	return strings.ReplaceAll(msg, token, "<redacted>")
-}
-
-// redactError returns err, or, if its message contains the token, an error
-// with the token redacted from the message that still unwraps to err, so
-// errors.Is and errors.As see the original.
-func redactError(token string, err error) error {
-	if token == "" || !strings.Contains(err.Error(), token) {
-		return err
-	}
-	return &redactedError{err: err, msg: redact(token, err.Error())}
-}
-
-type redactedError struct {
-	err error
-	msg string
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }
