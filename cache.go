@@ -415,6 +415,7 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 	var timeout <-chan time.Time
 	var waited *entry // the entry whose fetch we last waited for
 	var seen *result  // the result we saw before that wait
+	var how waitFlags // what we waited for
 	for {
 		te := c.typeEntry(t)
 		if te == nil {
@@ -432,9 +433,11 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		}
 
 		now := c.now()
-		// Woken by Close with nothing new: what we waited for will not
-		// come, even where a second look would be a hit.
-		if !first && res == seen && c.closed.Load() {
+		// Woken by Close with nothing new, or after waiting for a change,
+		// which Close ended (its fetch was cancelled): what we waited for
+		// will not come, even where a second look would be a hit. A Get
+		// that needed a value gets its fetch's result below.
+		if !first && c.closed.Load() && (res == seen || how&needsResult == 0) {
 			return res.value, c.meta(te, e, res, now), ErrClosed
 		}
 		if c.isHit(te, info, w.minIndex, res, first, now) || (res.valid() && res.index < w.floor) {
@@ -470,7 +473,7 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		if res.valid() {
 			w.floor = res.index
 		}
-		how := waitHow(te, res, w)
+		how = waitHow(te, res, w)
 		var ch <-chan struct{}
 		waited, ch = c.fetch(te, found, &key, r, res, how)
 		if ch == nil {

@@ -146,6 +146,30 @@ func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
 		})
 	})
 
+	// A Get waiting for a change returns ErrClosed, whichever it sees
+	// first: Close's wake-up or the error its cancelled fetch stored.
+	t.Run("ChangeWaiterGetsErrClosed", func(t *testing.T) {
+		for range 50 {
+			synctest.Test(t, func(t *testing.T) {
+				c, _ := cacheBubble(t)
+				c.RegisterType("t", regContextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
+					if o.MinIndex == 0 {
+						return FetchResult{Value: "v", Index: 1}, nil
+					}
+					<-ctx.Done()
+					return FetchResult{}, ctx.Err()
+				}}, nil)
+				cacheGet(t, c, "t", RequestInfo{Key: "k"})
+				change := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 1})
+				cacheRequireBlocked(t, change)
+				require.NoError(t, c.Close())
+				r := cacheRequireReturned(t, change)
+				require.ErrorIs(t, r.Err, ErrClosed)
+				require.Equal(t, "v", r.Value)
+			})
+		}
+	})
+
 	t.Run("UnneededFetchesCancelled", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			c, release := cacheBubble(t)

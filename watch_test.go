@@ -627,6 +627,7 @@ func TestNotify_RefreshTypeSharesRefreshLoop(t *testing.T) {
 		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch))
 		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}})
 		for i := uint64(6); i <= 8; i++ {
+			synctest.Wait() // the watch waits in its next Get, so the change is not a hit
 			b.set(i, i)
 			TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: i, Meta: ResultMeta{Index: i}})
 		}
