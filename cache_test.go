@@ -1525,7 +1525,7 @@ func TestCacheFetch_racedResult(t *testing.T) {
 
 	te := c.typeEntry("t")
 	key := c.makeKey(nil, "t", "", "", "k")
-	e, ch := c.fetch(te, nil, &key, req, noResult, 0)
+	e, ch := c.join(te, nil, &key, req, noResult, 0)
 	require.Same(t, c.lookup(&key), e)
 	select {
 	case <-ch:
@@ -1534,7 +1534,7 @@ func TestCacheFetch_racedResult(t *testing.T) {
 	}
 	require.Equal(t, 1, log.count())
 
-	_, ch = c.fetch(te, nil, &key, req, e.res.Load(), 0)
+	_, ch = c.join(te, nil, &key, req, e.res.Load(), 0)
 	select {
 	case <-ch:
 	case <-time.After(10 * time.Second):
@@ -1544,7 +1544,7 @@ func TestCacheFetch_racedResult(t *testing.T) {
 	require.Equal(t, uint64(2), e.res.Load().index)
 }
 
-// Pins: the internal context ends a waiting getWithIndex with the last value
+// Pins: the internal context ends a waiting watchGet with the last value
 // and ctx.Err() (Notify relies on it).
 func TestCacheGetWithIndex_contextCancel(t *testing.T) {
 	t.Parallel()

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"reflect"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,7 +88,7 @@ func (r *result) fetchIndex() uint64 {
 }
 
 // stopped reports whether the result's error ended the background refresh.
-func (r *result) stopped() bool { return r.extra != nil && r.extra.stopped }
+func (r *result) refreshStopped() bool { return r.extra != nil && r.extra.stopped }
 
 // emptyRun returns how many fetches in a row, up to r, brought nothing to
 // serve, and how much is left at now of the back-off they call for: it
@@ -231,57 +229,21 @@ type entry struct {
 	mu sync.Mutex
 }
 
-// entryLoop is the part of an entry that only fetching uses.
-//
-// Its goroutine: runFetchLoop, started by Cache.startLoop with e.mu held
-// when a Get needs data (or a prepopulated refreshing entry is first hit)
-// and no loop runs; it ends after one fetch for a type without Refresh, and
-// otherwise when the entry is evicted or the cache closed.
-type entryLoop struct {
-	// waiter is closed when the running loop publishes its next result. It
-	// is created only when somebody waits. Guarded by entry.mu.
-	waiter chan struct{}
-	// needers counts the Gets waiting on waiter for a value they do not
-	// have yet (a first fetch, a retry, a revalidation), as opposed to a
-	// change of the value they have: Close lets a fetch they wait on run
-	// to its end. Reset when waiter is closed. Guarded by entry.mu.
-	needers int
-
-	// ctx is the context of the loop's fetches (see ContextType), created
-	// when a loop first starts; cancel ends it: on eviction, and on Close
-	// unless Gets need the fetch in flight. The loop's waits end with it
-	// or with Close. Guarded by entry.mu.
-	ctx    context.Context
-	cancel context.CancelFunc
-
-	// inFetch is set while the loop's Fetch runs, and blocking while that
-	// fetch is a blocking query (MinIndex above 0), which may take as long
-	// as the type's timeout. Guarded by entry.mu.
-	inFetch, blocking bool
-
-	// side is closed when the revalidation fetch running beside a blocking
-	// one ends; nil when none runs. sideCancel ends that fetch's context,
-	// on eviction. See Cache.sideFetch. Guarded by entry.mu.
-	side       chan struct{}
-	sideCancel context.CancelFunc
-
-	// limiter bounds the entry's fetch rate; nil when Options set no limit.
-	// It is set at creation and by ReloadOptions (under entry.mu), and
-	// read by the entry's fetch loop.
-	limiter atomic.Pointer[rate.Limiter]
-
-	// lostContact is when background refresh first failed, as an offset
-	// from Cache.epoch; 0 while it is connected.
-	lostContact atomic.Int64
+// outcome is what one fetch brought.
+type outcome struct {
+	fr  FetchResult
+	err error
+	// endsRefresh tells that err ended the background refresh.
+	endsRefresh bool
 }
 
-// apply returns the result that follows r after a fetch that returned fr
-// and err at time now (an offset from Cache.epoch). stop tells that err
-// ended the background refresh.
-func (r *result) apply(fr FetchResult, err error, now int64, stop bool) *result {
+// apply returns the result that follows r after a fetch that brought o at
+// time now (an offset from Cache.epoch).
+func (r *result) apply(o outcome, now int64) *result {
+	fr, err := o.fr, o.err
 	value, index, fetchedAt := r.value, r.index, r.fetchedAt
 	// err replaces the older error; a success clears it.
-	x := resultExtra{state: r.state(), err: err, stopped: stop}
+	x := resultExtra{state: r.state(), err: err, stopped: o.endsRefresh}
 	if r.extra != nil {
 		x.fetchIndex = r.extra.fetchIndex
 	}
@@ -323,81 +285,6 @@ func (r *result) apply(fr FetchResult, err error, now int64, stop bool) *result 
 // maxEmptyRun caps resultExtra.empty, far above where back-off stops
 // growing.
 const maxEmptyRun = 1 << 16
-
-// closedCh is a closed channel, returned to callers that should look again
-// at once instead of waiting.
-var closedCh = func() chan struct{} {
-	ch := make(chan struct{})
-	close(ch)
-	return ch
-}()
-
-// loopState returns the entry's entryLoop, creating it if needed.
-// e.mu must be held.
-func (c *Cache) loopState(e *entry) *entryLoop {
-	lp := e.loop.Load()
-	if lp == nil {
-		lp = &entryLoop{}
-		lp.setLimit(c.settings.Load())
-		e.loop.Store(lp)
-	}
-	return lp
-}
-
-// waitCh returns the channel to wait on for the loop's next result; need
-// counts the caller in the loop's needers. e.mu must be held.
-func (c *Cache) waitCh(e *entry, need bool) chan struct{} {
-	lp := c.loopState(e)
-	if lp.waiter == nil {
-		lp.waiter = make(chan struct{})
-	}
-	if need {
-		lp.needers++
-	}
-	return lp.waiter
-}
-
-// wake releases every caller waiting for the next result. e.mu must be held.
-func (e *entry) wake() {
-	if lp := e.loop.Load(); lp != nil && lp.waiter != nil {
-		close(lp.waiter)
-		lp.waiter, lp.needers = nil, 0
-	}
-}
-
-// leave is called by a Get that stops waiting on ch, the waiter of e,
-// before it was closed (its Timeout passed or its context ended); need
-// tells that it was counted in needers. After Close, the last of them to
-// leave cancels the fetch, which nobody needs any more.
-func (c *Cache) leave(e *entry, ch <-chan struct{}, need bool) {
-	if !need {
-		return
-	}
-	e.mu.Lock()
-	if lp := e.loop.Load(); lp != nil && lp.waiter != nil && lp.waiter == ch {
-		lp.needers--
-		if c.closed.Load() {
-			e.closeLoop()
-		}
-	}
-	e.mu.Unlock()
-}
-
-// closeLoop ends what Close may end of the entry's loop: the fetch in
-// flight is cancelled and the Gets waiting on it released, unless some of
-// them need its result, which they then get. A revalidation fetch runs on:
-// every Get waiting on it needs it. The loop's waits end by themselves, on
-// Cache.stopCh. e.mu must be held.
-func (e *entry) closeLoop() {
-	lp := e.loop.Load()
-	if lp == nil || (lp.inFetch && lp.needers > 0) {
-		return
-	}
-	if lp.cancel != nil {
-		lp.cancel()
-	}
-	e.wake()
-}
 
 // store publishes next as the entry's result. If the entry's state was
 // closed already, it returns a new state in next, which the caller must
@@ -465,7 +352,7 @@ func (c *Cache) closeState(e *entry, st any) {
 
 // stop cancels the contexts of the entry's fetches, which ends its loop's
 // waits, on eviction. e.mu must be held.
-func (e *entry) stop() {
+func (e *entry) cancelFetches() {
 	if lp := e.loop.Load(); lp != nil {
 		if lp.cancel != nil {
 			lp.cancel()
@@ -476,360 +363,146 @@ func (e *entry) stop() {
 	}
 }
 
-// runFetchLoop is the entry's fetch goroutine; fetch starts it when a Get
-// needs data and no loop runs. For a type without Refresh it fetches once
-// and ends. For a refreshing type it goes on fetching, with the back-off and
-// RefreshTimer waits between fetches, until the entry is evicted, the cache
-// is closed or an error stops the refresh. Callers that need data
-// meanwhile wait for its next result, so an entry never has two loop
-// fetches in flight. A loop started after fetches that brought nothing
-// (see emptyFetch) counts them as its own failed attempts, so that a Get
-// waiting on such a type backs off rather than spins.
-func (c *Cache) runFetchLoop(e *entry, lp *entryLoop, te *typeEntry, r Request) {
-	k := decodeKey(e.key)
-	// A Fetch that calls runtime.Goexit (t.FailNow in a mock, say), or a
-	// panic outside Fetch (in SupportsBlocking, a metrics sink, a log
-	// handler), ends this goroutine without a result: still release the
-	// waiters, and end the loop, so that the next Get starts another.
-	done := false
-	defer func() {
-		if !done {
-			err := errExited(te.name, k.key)
-			if v := recover(); v != nil {
-				err = c.loopPanicked(te, &k, v)
-			}
-			c.publish(e, nil, FetchResult{}, err, false, false)
-			c.addExpiry(e)
-		}
-	}()
-
-	attempt, wait := e.result().emptyRun(c.now())
-	more := c.refreshWait(e, lp, wait)
-	if more && wait > 0 && !te.opts.Refresh && e.watchers.Load() == 0 {
-		// The Gets this loop was started for gave up during its back-off:
-		// the fetch would be for nobody.
-		c.stopLoop(e)
-		more = false
-	}
-	for more {
-		// Pick up a re-registered type.
-		if cur := c.typeEntry(k.typ); cur != nil {
-			te = cur
-		}
-		more = c.limitWait(e, lp)
-		if more {
-			attempt, more = c.fetchOnce(e, lp, &k, te, r, attempt)
-		}
-		if more {
-			wait := backOffWait(attempt)
-			if wait > 0 {
-				c.logger().Debug("cache: backing off", logAttrs(&k, "wait", wait, "failures", attempt)...)
-			}
-			more = c.refreshWait(e, lp, wait+te.opts.RefreshTimer)
-		}
-	}
-	done = true
-}
-
-// loopPanicked logs and counts a panic of an entry's loop outside its
-// Fetch, and returns the error its waiters get.
-func (c *Cache) loopPanicked(te *typeEntry, k *entryKey, v any) error {
-	msg := redact(k.token, fmt.Sprint(v))
-	c.metrics.incr(c.metrics.fetchPanic)
-	c.metrics.incr(te.keys.fetchPanic)
-	c.logger().Error("cache: fetch loop panicked", logAttrs(k, "panic", msg, "stack", string(debug.Stack()))...)
-	return fmt.Errorf("cache: fetch of type %q, key %q panicked: %s", te.name, k.key, msg)
-}
-
-// endLoop marks the entry's loop ended and wakes its waiters, who look
-// again: they get ErrClosed after Close, and otherwise start a fetch of
-// their own if they still need one. e.mu must be held.
-func (e *entry) endLoop() {
-	e.fetching = false
-	e.refreshing.Store(false)
-	e.wake()
-}
-
-// stopLoop is endLoop for a loop that holds no lock.
-func (c *Cache) stopLoop(e *entry) {
-	e.mu.Lock()
-	e.endLoop()
-	e.mu.Unlock()
-}
-
-// beginFetch reports whether the loop may start a fetch, which it may not
-// once the entry is evicted or the cache closed; then the loop is over. It
-// records that the fetch is in flight, and whether it is a blocking query.
-func (c *Cache) beginFetch(e *entry, lp *entryLoop, te *typeEntry, blocking bool) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.evicted || c.closed.Load() {
-		e.endLoop()
-		return false
-	}
-	lp.inFetch, lp.blocking = true, blocking
-	if te.opts.Refresh {
-		e.refreshing.Store(true)
-	}
-	return true
-}
-
-// fetchOptions returns the options for a fetch that follows the result
-// prev.
-func fetchOptions(te *typeEntry, prev *result) FetchOptions {
-	var opts FetchOptions
-	if te.typ.SupportsBlocking() {
-		opts.MinIndex = prev.fetchIndex()
-		opts.Timeout = te.opts.RefreshTimeout
-	}
-	if prev.valid() {
-		opts.LastResult = &FetchResult{Value: prev.value, State: prev.state(), Index: prev.fetchIndex()}
-	}
-	return opts
-}
-
-// fetchOnce runs one Fetch for the entry and publishes its outcome. It
-// returns the failed-attempt count for back-off and whether the loop should
-// go on refreshing.
-func (c *Cache) fetchOnce(e *entry, lp *entryLoop, k *entryKey, te *typeEntry, r Request, attempt uint) (uint, bool) {
-	prev := e.result()
-	opts := fetchOptions(te, prev)
-	if !c.beginFetch(e, lp, te, opts.MinIndex > 0) {
-		return attempt, false
-	}
-
-	// A refresh that is failing marks the value stale until it reconnects.
-	// A blocking refresh that lasts past the RPC keepalive (30 s) proves the
-	// connection is up, so it clears the mark without waiting up to the
-	// whole RefreshTimeout for the answer.
-	var connected *time.Timer
-	if te.opts.Refresh && prev.index > 0 && te.opts.RefreshTimeout > 31*time.Second {
-		connected = time.AfterFunc(31*time.Second, func() { lp.lostContact.Store(0) })
-	}
-
-	fr, err := c.callFetch(lp.ctx, te, k, opts, r)
-	if connected != nil {
-		connected.Stop()
-	}
-
-	var stop bool
-	if err == nil {
-		c.countSuccess(te, fr)
-		if emptyFetch(fr, prev) {
-			// A misbehaving type, not an error to report, but without
-			// back-off it would refresh in a hot loop.
-			attempt++
-		} else {
-			attempt = 0
-		}
-		if te.opts.Refresh {
-			lp.lostContact.Store(0)
-		}
-	} else {
-		attempt++
-		c.countError(te, k, err, attempt)
-		stop = c.stopsRefresh(te, k, err, attempt)
-		if te.opts.Refresh {
-			lp.lostContact.CompareAndSwap(0, c.now())
-		}
-	}
-
-	// Into the expiry heap first: the callers this wakes then find the
-	// entry accounted for, and a burst of misses is held back by the
-	// expiry lock rather than piling up fetch goroutines behind it.
-	c.addExpiry(e)
-	more := c.publish(e, prev, fr, err, te.opts.Refresh, stop)
-	return attempt, more
-}
-
-// stopsRefresh reports whether err, the latest of failures in a row, ends
-// the background refresh of a refreshing type: it was wrapped by
-// StopRefresh (which is counted for every type), or the failures reached
-// RefreshMaxFailures.
-func (c *Cache) stopsRefresh(te *typeEntry, k *entryKey, err error, failures uint) bool {
-	terminal := isStopRefresh(err)
-	if !te.opts.Refresh {
-		return false
-	}
-	if !terminal && (te.opts.RefreshMaxFailures <= 0 || failures < uint(te.opts.RefreshMaxFailures)) {
-		return false
-	}
-	c.logger().Warn("cache: background refresh stopped until the next Get", logAttrs(k, "error", err.Error(), "failures", failures)...)
-	return true
-}
-
-// countSuccess counts a successful fetch that returned fr.
-func (c *Cache) countSuccess(te *typeEntry, fr FetchResult) {
-	c.metrics.incr(c.metrics.fetchSuccess)
-	c.metrics.incr(te.keys.fetchSuccess)
-	if fr.NotModified {
-		c.metrics.incr(te.keys.fetchNotModified)
-	}
-}
-
-// countError counts and logs a failed fetch, the latest of failures in a
-// row.
-func (c *Cache) countError(te *typeEntry, k *entryKey, err error, failures uint) {
-	c.metrics.incr(c.metrics.fetchError)
-	c.metrics.incr(te.keys.fetchError)
-	if isStopRefresh(err) {
-		c.metrics.incr(te.keys.fetchErrorTerminal)
-	}
-	c.logger().Warn("cache: fetch failed", logAttrs(k, "error", err.Error(), "failures", failures)...)
-}
-
-// publish applies a fetch's outcome to the entry's result and wakes its
-// waiters. prev is the result the fetch started from, nil if unknown; stop
-// tells that err ends the background refresh. It reports whether the loop
-// should go on refreshing; if not, the loop is over as of this call, so
-// the next Get that needs data starts a new one.
-func (c *Cache) publish(e *entry, prev *result, fr FetchResult, err error, refresh, stop bool) bool {
-	now := c.now()
-	e.mu.Lock()
-	// An evicted entry still takes the result, for the callers that waited
-	// on it, but it is no longer in the cache: nothing brings it back.
-	closeSt := e.store(e.result().follow(prev, fr, err, now, stop))
-	more := c.loopAfterPublish(e, refresh, stop)
-	e.mu.Unlock()
-	c.closeState(e, closeSt)
-	return more
-}
-
-// loopAfterPublish wakes the entry's waiters after a loop published, and
-// reports whether the loop goes on: only for a refresh that was not
-// stopped, of an entry still cached. e.mu must be held.
-func (c *Cache) loopAfterPublish(e *entry, refresh, stop bool) bool {
-	lp := e.loop.Load()
-	if lp != nil {
-		lp.inFetch, lp.blocking = false, false
-	}
-	more := refresh && !stop && !e.evicted && !c.closed.Load()
-	if !more {
-		e.endLoop()
-		// Nothing of the loop is needed until the next one: free it,
-		// unless it holds the limiter (which must outlive the loop so that
-		// restarts cannot bypass it), a refreshing type's lostContact or a
-		// revalidation in flight.
-		if lp != nil && !refresh && lp.limiter.Load() == nil && lp.side == nil {
-			lp.cancel()
-			e.loop.Store(nil)
-		}
-		return false
-	}
-	e.wake()
-	return true
-}
-
 // follow returns the result that follows cur, the entry's current result,
-// after a fetch that started from prev (nil if unknown) and returned fr and
-// err at time now.
+// after a fetch that started from prev (nil if unknown) and brought o at
+// time now.
 //
 // The outcome is applied to cur, not prev: a Prepopulate or a revalidation
 // may have stored a newer value meanwhile. A value with a lower index than
 // such a newer one is an answer to an older question, not a reset, so it
 // is dropped; a lower index than the one the fetch asked about is a reset
 // and is kept.
-func (cur *result) follow(prev *result, fr FetchResult, err error, now int64, stop bool) *result {
-	if prev != nil && cur != prev && fr.Value != nil && fr.Index < cur.index {
-		fr = FetchResult{}
+func (cur *result) follow(prev *result, o outcome, now int64) *result {
+	if prev != nil && cur != prev && o.fr.Value != nil && o.fr.Index < cur.index {
+		o.fr = FetchResult{}
 	}
-	return cur.apply(fr, err, now, stop)
+	return cur.apply(o, now)
 }
 
-// limitWait waits for the entry's fetch rate limiter, if it has one. It
-// returns false if the entry was evicted or the cache closed meanwhile.
-func (c *Cache) limitWait(e *entry, lp *entryLoop) bool {
-	for {
-		reloaded := *c.reloaded.Load()
-		lim := lp.limiter.Load()
-		if lim == nil {
-			return true
+// entryLoop is the part of an entry that only fetching uses.
+//
+// Its goroutine: fetchLoop.run, started by Cache.startLoop with e.mu held
+// when a Get needs data (or a prepopulated refreshing entry is first hit)
+// and no loop runs; it ends after one fetch for a type without Refresh, and
+// otherwise when the entry is evicted or the cache closed.
+type entryLoop struct {
+	// waiter is closed when the running loop publishes its next result. It
+	// is created only when somebody waits. Guarded by entry.mu.
+	waiter chan struct{}
+	// needers counts the Gets waiting on waiter for a value they do not
+	// have yet (a first fetch, a retry, a revalidation), as opposed to a
+	// change of the value they have: Close lets a fetch they wait on run
+	// to its end. Reset when waiter is closed. Guarded by entry.mu.
+	needers int
+
+	// ctx is the context of the loop's fetches (see ContextType), created
+	// when a loop first starts; cancel ends it: on eviction, and on Close
+	// unless Gets need the fetch in flight. The loop's waits end with it
+	// or with Close. Guarded by entry.mu.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// inFetch is set while the loop's Fetch runs, and blocking while that
+	// fetch is a blocking query (MinIndex above 0), which may take as long
+	// as the type's timeout. Guarded by entry.mu.
+	inFetch, blocking bool
+
+	// side is closed when the revalidation fetch running beside a blocking
+	// one ends; nil when none runs. sideCancel ends that fetch's context,
+	// on eviction. See Cache.sideFetch. Guarded by entry.mu.
+	side       chan struct{}
+	sideCancel context.CancelFunc
+
+	// limiter bounds the entry's fetch rate; nil when Options set no limit.
+	// It is set at creation and by ReloadOptions (under entry.mu), and
+	// read by the entry's fetch loop.
+	limiter atomic.Pointer[rate.Limiter]
+
+	// lostContact is when background refresh first failed, as an offset
+	// from Cache.epoch; 0 while it is connected.
+	lostContact atomic.Int64
+}
+
+// loopState returns the entry's entryLoop, creating it if needed.
+// e.mu must be held.
+func (c *Cache) loopState(e *entry) *entryLoop {
+	lp := e.loop.Load()
+	if lp == nil {
+		lp = &entryLoop{}
+		lp.setLimit(c.settings.Load())
+		e.loop.Store(lp)
+	}
+	return lp
+}
+
+// waitCh returns the channel to wait on for the loop's next result; need
+// counts the caller in the loop's needers. e.mu must be held.
+func (c *Cache) waitCh(e *entry, need bool) chan struct{} {
+	lp := c.loopState(e)
+	if lp.waiter == nil {
+		lp.waiter = make(chan struct{})
+	}
+	if need {
+		lp.needers++
+	}
+	return lp.waiter
+}
+
+// wake releases every caller waiting for the next result. e.mu must be held.
+func (e *entry) wake() {
+	if lp := e.loop.Load(); lp != nil && lp.waiter != nil {
+		close(lp.waiter)
+		lp.waiter, lp.needers = nil, 0
+	}
+}
+
+// leave is called by a Get that stops waiting on ch, the waiter of e,
+// before it was closed (its Timeout passed or its context ended); need
+// tells that it was counted in needers. After Close, the last of them to
+// leave cancels the fetch, which nobody needs any more.
+func (c *Cache) leave(e *entry, ch <-chan struct{}, need bool) {
+	if !need {
+		return
+	}
+	e.mu.Lock()
+	if lp := e.loop.Load(); lp != nil && lp.waiter != nil && lp.waiter == ch {
+		lp.needers--
+		if c.closed.Load() {
+			e.closeLoop()
 		}
-		rv := lim.Reserve()
-		d := rv.Delay()
-		if d == 0 {
-			return true
-		}
-		switch c.limiterSleep(lp, d, reloaded) {
-		case limitPassed:
-			return true
-		case limitStopped:
-			rv.Cancel()
-			c.stopLoop(e)
-			return false
-		}
-		rv.Cancel() // the limit changed: reserve again under the new one
 	}
+	e.mu.Unlock()
 }
 
-// Outcomes of Cache.limiterSleep.
-const (
-	limitPassed   = iota // the wait is over
-	limitStopped         // the entry was evicted or the cache closed
-	limitReloaded        // ReloadOptions changed the limits
-)
-
-// limiterSleep waits d for the rate limiter of the loop lp, unless the
-// entry is evicted, the cache closed or reloaded closed first.
-func (c *Cache) limiterSleep(lp *entryLoop, d time.Duration, reloaded <-chan struct{}) int {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return limitPassed
-	case <-lp.ctx.Done():
-		return limitStopped
-	case <-c.stopCh:
-		return limitStopped
-	case <-reloaded:
-		return limitReloaded
+// closeLoop ends what Close may end of the entry's loop: the fetch in
+// flight is cancelled and the Gets waiting on it released, unless some of
+// them need its result, which they then get. A revalidation fetch runs on:
+// every Get waiting on it needs it. The loop's waits end by themselves, on
+// Cache.closing. e.mu must be held.
+func (e *entry) closeLoop() {
+	lp := e.loop.Load()
+	if lp == nil || (lp.inFetch && lp.needers > 0) {
+		return
 	}
+	if lp.cancel != nil {
+		lp.cancel()
+	}
+	e.wake()
 }
 
-// refreshWait pauses the fetch loop lp of e for d. It returns false if the
-// entry was evicted or the cache closed, in which case the loop is over.
-func (c *Cache) refreshWait(e *entry, lp *entryLoop, d time.Duration) bool {
-	if d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-lp.ctx.Done():
-		case <-c.stopCh:
-		}
-	}
-	if lp.ctx.Err() != nil || c.closed.Load() {
-		c.stopLoop(e)
-		return false
-	}
-	return true
-}
+// lookAgain is a closed channel, returned to callers that should look again
+// at once instead of waiting.
+var lookAgain = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
 
-// backOffWait returns how long to wait after the given number of
-// consecutive failures: nothing for the first CacheRefreshBackoffMin, then
-// doubling from 2 s up to CacheRefreshMaxWait, plus a random stagger of up
-// to as much again so that entries failing together spread out. A refresh
-// that keeps failing thus retries about every one to two minutes, until
-// its entry expires.
-func backOffWait(failures uint) time.Duration {
-	if failures <= CacheRefreshBackoffMin {
-		return 0
-	}
-	shift := failures - CacheRefreshBackoffMin
-	wait := CacheRefreshMaxWait
-	if shift < 31 {
-		wait = (1 << shift) * time.Second
-	}
-	if wait > CacheRefreshMaxWait {
-		wait = CacheRefreshMaxWait
-	}
-	return wait + randomStagger(wait)
-}
-
-// randomStagger returns a random duration in [0, d).
-func randomStagger(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return rand.N(d)
+// endLoopLocked marks the entry's loop ended and wakes its waiters, who
+// look again: they get ErrClosed after Close, and otherwise start a fetch
+// of their own if they still need one. e.mu must be held.
+func (e *entry) endLoopLocked() {
+	e.fetching = false
+	e.refreshing.Store(false)
+	e.wake()
 }

@@ -99,7 +99,7 @@ func (c *Cache) runExpiryLoop() {
 			timer.Stop()
 		}
 		select {
-		case <-c.stopCh:
+		case <-c.closing:
 			return
 		case <-c.expiryNotify:
 		case <-timer.C:
@@ -266,17 +266,10 @@ func (c *Cache) finishEvictions(ev *evictions, reason []string) {
 // it has one to close, and the count for the metrics are added to ev, to
 // be acted on once expiryMu is released. c.expiryMu must be held.
 func (c *Cache) evict(e *entry, ev *evictions) {
-	s := &c.shards[e.shard]
-	s.mu.Lock()
-	t := s.tab.Load()
-	if nt, _ := t.remove(c.hashOf(e), e); nt != t {
-		s.tab.Store(nt)
-	}
-	s.mu.Unlock()
-
+	c.unlink(e)
 	e.mu.Lock()
 	e.evicted = true
-	e.stop()
+	e.cancelFetches()
 	if st := e.retire(); st != nil {
 		ev.closing = append(ev.closing, retired{e, st})
 	}

@@ -472,7 +472,7 @@ func TestNotModified_revalidationCounted(t *testing.T) {
 
 		require.Equal(t, 2, cacheCounter(sink, "consul.cache.nmside.fetch_success"))
 		if n := cacheCounter(sink, "consul.cache.nmside.fetch_not_modified"); n != 1 {
-			bug = fmt.Sprintf("a NotModified answer to a revalidation (runSideFetch) is not counted as "+
+			bug = fmt.Sprintf("a NotModified answer to a revalidation (revalidation.run) is not counted as "+
 				"fetch_not_modified (count %d, want 1), though FetchResult.NotModified says it is, besides fetch_success", n)
 		}
 	})
@@ -1102,7 +1102,7 @@ func TestStopRefresh_revalidationCounted(t *testing.T) {
 		require.NoError(t, r.Err)
 		require.Equal(t, "v2", r.Value)
 		if n := cacheCounter(sink, "consul.cache.stopside.fetch_error_terminal"); n != 1 {
-			bug = fmt.Sprintf("a StopRefresh error returned to a revalidation (runSideFetch) is not counted as "+
+			bug = fmt.Sprintf("a StopRefresh error returned to a revalidation (revalidation.run) is not counted as "+
 				"fetch_error_terminal (count %d, want 1), though StopRefresh says it is, besides fetch_error", n)
 		}
 	})

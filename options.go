@@ -133,17 +133,3 @@ func (c *Cache) applyLimits(s *settings) {
 	ch := make(chan struct{})
 	close(*c.reloaded.Swap(&ch))
 }
-
-// setLimit applies the fetch rate limit of s to the loop.
-func (lp *entryLoop) setLimit(s *settings) {
-	lim := lp.limiter.Load()
-	switch {
-	case s.fetchRate == rate.Inf:
-		lp.limiter.Store(nil)
-	case lim == nil:
-		lp.limiter.Store(rate.NewLimiter(s.fetchRate, s.fetchBurst))
-	default:
-		lim.SetLimit(s.fetchRate)
-		lim.SetBurst(s.fetchBurst)
-	}
-}

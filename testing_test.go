@@ -198,7 +198,7 @@ func TestHelper_TestCacheClosedOnCleanup(t *testing.T) {
 	ft.runCleanups()
 	require.True(t, c.closed.Load())
 	select {
-	case <-c.stopCh:
+	case <-c.closing:
 	default:
 		t.Fatal("stop channel not closed")
 	}

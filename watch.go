@@ -53,7 +53,7 @@ func (c *Cache) Notify(ctx context.Context, t string, r Request, correlationID s
 		select {
 		case ch <- ev:
 		case <-ctx.Done():
-		case <-c.stopCh:
+		case <-c.closing:
 		}
 	})
 }
@@ -204,7 +204,7 @@ func (c *Cache) sleep(ctx context.Context, d time.Duration) bool {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-		case <-c.stopCh:
+		case <-c.closing:
 		}
 	}
 	return !c.watchEnded(ctx)

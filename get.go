@@ -1,0 +1,413 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"time"
+)
+
+// Get returns the value of type t for the request r.
+//
+// If the cache holds a value that satisfies the request's MinIndex, MaxAge
+// and MustRevalidate, it is returned at once. Otherwise Get waits for a
+// fetch; concurrent Gets of the same entry share one fetch.
+//
+// The request's Timeout bounds only this Get, not the fetch behind it. When
+// it passes before a value newer than MinIndex arrives, Get returns the last
+// known value (possibly nil) and no error, as a Consul blocking query does.
+// A blocking Get also returns when a fetch brings a lower index than the
+// one it waited on: the servers' index was reset (a snapshot restore, say),
+// and the lower index is new data.
+//
+// An error is returned only to Gets that had to wait for a fetch, and only
+// while no later fetch has succeeded: a caller without MinIndex keeps
+// getting the last good value while refreshes fail. With the error comes
+// that older value, if there is one, with its Index and Age.
+//
+// Once the cache is closed, Get still serves what it holds, but where it
+// would need a new fetch it returns the value it has, if any, and
+// ErrClosed. A Get already waiting at Close for a value it does not have
+// gets the result of the fetch in flight; one waiting for a change
+// (MinIndex) returns at once with the value it has and ErrClosed, since a
+// change may take minutes. A nil r, or a negative Timeout or MaxAge, is an
+// error.
+func (c *Cache) Get(t string, r Request) (interface{}, ResultMeta, error) {
+	return c.GetContext(context.Background(), t, r)
+}
+
+// GetContext is Get with a context: if ctx ends before a value is ready,
+// GetContext returns the last known value, if any, with ctx.Err(). The
+// fetch it waited for goes on for the other callers. The request's Timeout
+// keeps its meaning: the last value and no error.
+func (c *Cache) GetContext(ctx context.Context, t string, r Request) (interface{}, ResultMeta, error) {
+	// The checks are spelt out here rather than in a function returning
+	// the RequestInfo: that copy costs the hit path several nanoseconds.
+	if r == nil || ctx == nil {
+		return nil, ResultMeta{}, nilArg("Get", t, r, ctx)
+	}
+	info := r.CacheInfo()
+	if info.Timeout < 0 || info.MaxAge < 0 {
+		return nil, ResultMeta{}, badRequestInfo("Get", t, &info)
+	}
+	// watchGet's steps, spelt out: one frame less for Gets that wait.
+	if done, v, meta, err := c.getFast(ctx, t, r, &info, info.MinIndex); done {
+		return v, meta, err
+	}
+	return c.getSlow(ctx, t, r, &info, wanted{minIndex: info.MinIndex})
+}
+
+// GetAs is GetContext for a type whose values are all of type V. It returns
+// the zero V, and no error, when there is no value yet (a Get that timed
+// out before the first fetch), and an error naming both types when the
+// value is not a V.
+func GetAs[V any](ctx context.Context, c *Cache, t string, r Request) (V, ResultMeta, error) {
+	var zero V
+	v, meta, err := c.GetContext(ctx, t, r)
+	if v == nil {
+		return zero, meta, err
+	}
+	typed, ok := v.(V)
+	if !ok {
+		return zero, meta, fmt.Errorf("cache: value of type %q is a %T, not a %v", t, v, reflect.TypeFor[V]())
+	}
+	return typed, meta, err
+}
+
+// nilArg is the error for a nil Request or context given to op.
+func nilArg(op, t string, r Request, ctx context.Context) error {
+	what := "Request"
+	if ctx == nil {
+		what = "context"
+	}
+	if r == nil && ctx == nil {
+		what = "Request and context"
+	}
+	return fmt.Errorf("cache: %s of type %q: nil %s", op, t, what)
+}
+
+// badRequestInfo is the error for a RequestInfo with a negative duration;
+// op names the caller.
+func badRequestInfo(op, t string, info *RequestInfo) error {
+	return fmt.Errorf("cache: %s of type %q, key %q: negative Timeout (%v) or MaxAge (%v)",
+		op, t, info.Key, info.Timeout, info.MaxAge)
+}
+
+// wanted is what a Get that waits needs beyond its request.
+type wanted struct {
+	// minIndex is the index the value must be above, for blocking types.
+	minIndex uint64
+	// floor is the index of a value seen before: a lower one means the
+	// servers' index went backwards, and answers the Get (0 for none).
+	floor uint64
+	// watch marks the Gets of a Notify watch, which wait for changes:
+	// Close ends them rather than let their fetches finish.
+	watch bool
+}
+
+// watchGet is Get for a Notify watch, with the blocking index given apart
+// from the request (the watch moves it along) and a context that ends the
+// wait. A cached value with an index below w.floor is a reset, returned at
+// once: the watch passes the index it delivered last, which came from this
+// cache.
+func (c *Cache) watchGet(ctx context.Context, t string, r Request, info *RequestInfo, w wanted) (interface{}, ResultMeta, error) {
+	if done, v, meta, err := c.getFast(ctx, t, r, info, w.minIndex); done {
+		return v, meta, err
+	}
+	w.watch = true
+	return c.getSlow(ctx, t, r, info, w)
+}
+
+// getFast serves what needs no wait on an entry: a bypassing Get, and
+// the common case, a hit at first sight, with no loop, timer, defer or
+// allocation (its key is encoded on the stack). done is false for
+// anything else, which getSlow serves.
+func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestInfo, minIndex uint64) (done bool, v interface{}, meta ResultMeta, err error) {
+	if info.Key == "" {
+		c.metrics.incr(c.metrics.bypass)
+		v, meta, err = c.fetchDirect(ctx, t, r, info, minIndex)
+		return true, v, meta, err
+	}
+	// The clock first: on amd64 reading it waits for the loads before it
+	// to complete, and a hit's cache misses are all still to come.
+	now := c.now()
+	var kbuf [128]byte
+	key := c.makeKey(kbuf[:], t, info.Datacenter, info.Token, info.Key)
+	e := c.lookup(&key)
+	if e == nil {
+		return false, nil, ResultMeta{}, nil
+	}
+	res := e.res.Load()
+	if res == nil {
+		return false, nil, ResultMeta{}, nil
+	}
+	// Entries exist only for registered types.
+	te := e.typ.te.Load()
+	if !c.isHit(te, info, minIndex, res, true, now) {
+		return false, nil, ResultMeta{}, nil
+	}
+	v, meta, err = c.hit(te, e, res, r, true, now)
+	return true, v, meta, err
+}
+
+// getSlow is GetContext for everything but a hit at first sight: it
+// waits for fetches until the request is satisfied, fails, or times out.
+func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestInfo, w wanted) (interface{}, ResultMeta, error) {
+	// The key's bytes on the heap, not on the stack: the stack of a
+	// waiting Get then stays shallow, so that goroutines that miss
+	// together (a burst of callers of one new key) fit in their first
+	// stack instead of each copying it to a larger one, which costs far
+	// more than the allocation.
+	key := c.makeKey(nil, t, info.Datacenter, info.Token, info.Key)
+	first := true
+	var timeout <-chan time.Time
+	var waited *entry // the entry whose fetch we last waited for
+	var seen *result  // the result we saw before that wait
+	var how waitFlags // what we waited for
+	for {
+		te := c.typeEntry(t)
+		if te == nil {
+			return nil, ResultMeta{}, unknownType(t)
+		}
+		found := c.lookup(&key)
+		e := found
+		if e == nil {
+			// Evicted while we waited: its last result still answers us.
+			e = waited
+		}
+		res := noResult
+		if e != nil {
+			res = e.result()
+		}
+
+		now := c.now()
+		// Woken by Close with nothing new, or after waiting for a change,
+		// which Close ended (its fetch was cancelled): what we waited for
+		// will not come, even where a second look would be a hit. A Get
+		// that needed a value gets its fetch's result below.
+		if !first && c.closed.Load() && (res == seen || how&needsResult == 0) {
+			return res.value, c.meta(te, e, res, now), ErrClosed
+		}
+		if c.isHit(te, info, w.minIndex, res, first, now) || (res.valid() && res.index < w.floor) {
+			return c.hit(te, e, res, r, first, now)
+		}
+
+		// A fetch ended while we waited and failed: report it rather than
+		// spin on the same error until the timeout. The value beside it, if
+		// any, is older. An error we saw before waiting is not news: the
+		// loop woke us without fetching (eviction), so fetch again.
+		if err := res.err(); !first && err != nil && res != seen {
+			return res.value, c.meta(te, e, res, now), err
+		}
+		if c.closed.Load() {
+			return res.value, c.meta(te, e, res, now), ErrClosed
+		}
+
+		if first {
+			if w.minIndex == 0 {
+				c.metrics.incr(te.keys.missNew)
+			} else {
+				c.metrics.incr(te.keys.missBlock)
+			}
+			first = false
+			if info.Timeout > 0 {
+				timer := time.NewTimer(info.Timeout)
+				defer timer.Stop()
+				timeout = timer.C
+			}
+		}
+
+		seen = res
+		if res.valid() {
+			w.floor = res.index
+		}
+		how = waitHow(te, res, w)
+		var ch <-chan struct{}
+		waited, ch = c.join(te, found, &key, r, res, how)
+		if ch == nil {
+			return res.value, c.meta(te, waited, res, now), ErrClosed
+		}
+		// While Gets wait on an entry it cannot expire (it is watched),
+		// and the end of a wait is a use. The wait is here rather than in
+		// a function of its own, and is a plain receive when nothing else
+		// can end it, to keep the stack of a waiting Get within a new
+		// goroutine's first stack: a burst of goroutines missing one key
+		// then need not each copy a grown one. Close wakes the Gets that
+		// wait for a change, and lets those that need a value get the
+		// result of the fetch in flight (see entry.closeLoop).
+		waited.watchers.Add(1)
+		timedOut, cancelled := false, false
+		if timeout == nil && ctx.Done() == nil {
+			<-ch
+		} else {
+			select {
+			case <-ch:
+			case <-timeout:
+				timedOut = true
+			case <-ctx.Done():
+				cancelled = true
+			}
+		}
+		waited.lastAccess.Store(c.now())
+		waited.watchers.Add(-1)
+		if timedOut || cancelled {
+			c.leave(waited, ch, how&needsResult != 0)
+			if cancelled {
+				return res.value, ResultMeta{Index: res.index}, ctx.Err()
+			}
+			return res.value, ResultMeta{Index: res.index}, nil
+		}
+	}
+}
+
+// waitFlags say what a Get waits for when it joins an entry's fetch.
+type waitFlags uint8
+
+const (
+	// wantsChange: a value with a newer index than the one it has.
+	wantsChange waitFlags = 1 << iota
+	// needsResult: a value it does not have yet (a first fetch, a retry
+	// after an error, a revalidation), so that Close lets the fetch it
+	// waits on finish for it.
+	needsResult
+)
+
+// waitHow returns what a Get that wants w and found res waits for.
+func waitHow(te *typeEntry, res *result, w wanted) waitFlags {
+	if w.minIndex > 0 && res.valid() && w.minIndex >= res.index && te.typ.SupportsBlocking() {
+		return wantsChange
+	}
+	if w.watch {
+		return 0
+	}
+	return needsResult
+}
+
+// hit returns the value of res, a hit on e at time now. first tells a hit
+// at first sight, counted and flagged as such, from one after a wait.
+func (c *Cache) hit(te *typeEntry, e *entry, res *result, r Request, first bool, now int64) (interface{}, ResultMeta, error) {
+	meta := c.meta(te, e, res, now)
+	if first {
+		meta.Hit = true
+		c.metrics.incr(te.keys.hit)
+	}
+	e.lastAccess.Store(now)
+	if te.opts.Refresh && !e.refreshing.Load() && !res.refreshStopped() {
+		c.startRefresh(e, te, r)
+	}
+	return res.value, meta, nil
+}
+
+// meta returns the ResultMeta of res, the result of e, at time now. Age
+// is 0 without a value. An entry of a refreshing type that no refresh
+// keeps current (not started yet, or ended) has the age of its value.
+func (c *Cache) meta(te *typeEntry, e *entry, res *result, now int64) ResultMeta {
+	meta := ResultMeta{Index: res.index}
+	switch {
+	case !res.valid():
+	case te.opts.Refresh && e.refreshing.Load():
+		if lp := e.loop.Load(); lp != nil {
+			if lost := lp.lostContact.Load(); lost != 0 {
+				meta.Age = time.Duration(now - lost)
+			}
+		}
+	default:
+		meta.Age = time.Duration(now - res.fetchedAt)
+	}
+	return meta
+}
+
+// noResult stands for an entry that has no result yet.
+var noResult = &result{}
+
+// result returns the entry's latest result, or noResult.
+func (e *entry) result() *result {
+	if r := e.res.Load(); r != nil {
+		return r
+	}
+	return noResult
+}
+
+// isHit reports whether res may answer the request without a fetch.
+func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *result, first bool, now int64) bool {
+	if !res.valid() {
+		return false
+	}
+	// A blocking caller wants something newer than it has seen.
+	if minIndex > 0 && minIndex >= res.index && te.typ.SupportsBlocking() {
+		return false
+	}
+	if te.opts.Refresh {
+		// A refresh that an error stopped makes the first round a miss, so
+		// that the Get fetches again. After that fetch the value answers
+		// the Get, whatever the fetch brought: errors go to callers that
+		// wait for something newer than the value they can have.
+		return !(first && res.refreshStopped())
+	}
+	if info.MaxAge > 0 && time.Duration(now-res.fetchedAt) > info.MaxAge {
+		return false
+	}
+	// Revalidation makes only the first round a miss: once a fetch was
+	// attempted, even a failed one, the cached value may be served.
+	return !(info.MustRevalidate && first)
+}
+
+// fetchDirect calls the type's Fetch for a request that bypasses the cache.
+// Nothing is shared or stored: every such Get is its own RPC. The fetch
+// runs in its own goroutine so that the Get can return when its Timeout
+// passes (with no value and no error, as any Get that times out before a
+// first value), when ctx ends (with ctx.Err()), or, for a blocking query
+// (minIndex above 0), which waits for a change, when the cache closes
+// (with ErrClosed). The fetch's context then ends, and the goroutine with
+// the fetch. Close lets other bypassing Gets have their fetch's result.
+func (c *Cache) fetchDirect(ctx context.Context, t string, r Request, info *RequestInfo, minIndex uint64) (interface{}, ResultMeta, error) {
+	te := c.typeEntry(t)
+	if te == nil {
+		return nil, ResultMeta{}, unknownType(t)
+	}
+	if c.closed.Load() {
+		return nil, ResultMeta{}, ErrClosed
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var closing <-chan struct{}
+	if minIndex > 0 {
+		closing = c.closing
+	}
+	var timeout <-chan time.Time
+	if info.Timeout > 0 {
+		timer := time.NewTimer(info.Timeout)
+		defer timer.Stop()
+		timeout = timer.C
+	}
+
+	type outcome struct {
+		fr  FetchResult
+		err error
+	}
+	done := make(chan outcome, 1)
+	k := entryKey{typ: t, dc: info.Datacenter, token: info.Token} // info must not escape
+	go func() {
+		// Preset for a Fetch that calls runtime.Goexit.
+		o := outcome{err: errExited(t, "")}
+		defer func() { done <- o }()
+		o.fr, o.err = c.callFetch(fctx, te, &k, FetchOptions{MinIndex: minIndex}, r)
+	}()
+
+	select {
+	case o := <-done:
+		if o.err != nil {
+			return nil, ResultMeta{}, o.err
+		}
+		if o.fr.NotModified {
+			return nil, ResultMeta{}, nil // no cached value to keep
+		}
+		return o.fr.Value, ResultMeta{}, nil
+	case <-timeout:
+		return nil, ResultMeta{}, nil
+	case <-ctx.Done():
+		return nil, ResultMeta{}, ctx.Err()
+	case <-closing:
+		return nil, ResultMeta{}, ErrClosed
+	}
+}
