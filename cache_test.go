@@ -1525,7 +1525,7 @@ func TestCacheFetch_racedResult(t *testing.T) {
 
 	te := c.typeEntry("t")
 	key := c.makeKey(nil, "t", "", "", "k")
-	e, ch := c.join(te, nil, &key, req, noResult, 0)
+	e, ch := c.join(joinRequest{te: te, key: key, r: req, seen: noResult})
 	require.Same(t, c.lookup(&key), e)
 	select {
 	case <-ch:
@@ -1534,7 +1534,7 @@ func TestCacheFetch_racedResult(t *testing.T) {
 	}
 	require.Equal(t, 1, log.count())
 
-	_, ch = c.join(te, nil, &key, req, e.res.Load(), 0)
+	_, ch = c.join(joinRequest{te: te, key: key, r: req, seen: e.res.Load()})
 	select {
 	case <-ch:
 	case <-time.After(10 * time.Second):
@@ -1544,7 +1544,7 @@ func TestCacheFetch_racedResult(t *testing.T) {
 	require.Equal(t, uint64(2), e.res.Load().index)
 }
 
-// Pins: the internal context ends a waiting watchGet with the last value
+// Pins: the internal context ends a waiting watch Get with the last value
 // and ctx.Err() (Notify relies on it).
 func TestCacheGetWithIndex_contextCancel(t *testing.T) {
 	t.Parallel()
@@ -1561,7 +1561,8 @@ func TestCacheGetWithIndex_contextCancel(t *testing.T) {
 		info := RequestInfo{Key: "k"}
 		ch := make(chan cacheGetResult, 1)
 		go func() {
-			v, meta, err := c.watchGet(ctx, "t", TestRequest(t, info), &info, wanted{minIndex: 5})
+			w := &watch{c: c, ctx: ctx, t: "t", r: TestRequest(t, info), info: info}
+			v, meta, err := w.get(5, 0)
 			ch <- cacheGetResult{v, meta, err}
 		}()
 		cacheRequireBlocked(t, ch)

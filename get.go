@@ -32,7 +32,7 @@ import (
 // (MinIndex) returns at once with the value it has and ErrClosed, since a
 // change may take minutes. A nil r, or a negative Timeout or MaxAge, is an
 // error.
-func (c *Cache) Get(t string, r Request) (interface{}, ResultMeta, error) {
+func (c *Cache) Get(t string, r Request) (any, ResultMeta, error) {
 	return c.GetContext(context.Background(), t, r)
 }
 
@@ -40,7 +40,7 @@ func (c *Cache) Get(t string, r Request) (interface{}, ResultMeta, error) {
 // GetContext returns the last known value, if any, with ctx.Err(). The
 // fetch it waited for goes on for the other callers. The request's Timeout
 // keeps its meaning: the last value and no error.
-func (c *Cache) GetContext(ctx context.Context, t string, r Request) (interface{}, ResultMeta, error) {
+func (c *Cache) GetContext(ctx context.Context, t string, r Request) (any, ResultMeta, error) {
 	// The checks are spelt out here rather than in a function returning
 	// the RequestInfo: that copy costs the hit path several nanoseconds.
 	if r == nil || ctx == nil {
@@ -50,11 +50,10 @@ func (c *Cache) GetContext(ctx context.Context, t string, r Request) (interface{
 	if info.Timeout < 0 || info.MaxAge < 0 {
 		return nil, ResultMeta{}, badRequestInfo("Get", t, &info)
 	}
-	// watchGet's steps, spelt out: one frame less for Gets that wait.
-	if done, v, meta, err := c.getFast(ctx, t, r, &info, info.MinIndex); done {
+	if done, v, meta, err := c.getFast(ctx, t, r, &info); done {
 		return v, meta, err
 	}
-	return c.getSlow(ctx, t, r, &info, wanted{minIndex: info.MinIndex})
+	return c.getSlow(ctx, t, r, &info)
 }
 
 // GetAs is GetContext for a type whose values are all of type V. It returns
@@ -93,39 +92,15 @@ func badRequestInfo(op, t string, info *RequestInfo) error {
 		op, t, info.Key, info.Timeout, info.MaxAge)
 }
 
-// wanted is what a Get that waits needs beyond its request.
-type wanted struct {
-	// minIndex is the index the value must be above, for blocking types.
-	minIndex uint64
-	// floor is the index of a value seen before: a lower one means the
-	// servers' index went backwards, and answers the Get (0 for none).
-	floor uint64
-	// watch marks the Gets of a Notify watch, which wait for changes:
-	// Close ends them rather than let their fetches finish.
-	watch bool
-}
-
-// watchGet is Get for a Notify watch, with the blocking index given apart
-// from the request (the watch moves it along) and a context that ends the
-// wait. A cached value with an index below w.floor is a reset, returned at
-// once: the watch passes the index it delivered last, which came from this
-// cache.
-func (c *Cache) watchGet(ctx context.Context, t string, r Request, info *RequestInfo, w wanted) (interface{}, ResultMeta, error) {
-	if done, v, meta, err := c.getFast(ctx, t, r, info, w.minIndex); done {
-		return v, meta, err
-	}
-	w.watch = true
-	return c.getSlow(ctx, t, r, info, w)
-}
-
-// getFast serves what needs no wait on an entry: a bypassing Get, and
-// the common case, a hit at first sight, with no loop, timer, defer or
-// allocation (its key is encoded on the stack). done is false for
-// anything else, which getSlow serves.
-func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestInfo, minIndex uint64) (done bool, v interface{}, meta ResultMeta, err error) {
+// getFast serves what needs no wait on an entry: a bypassing Get, and the
+// common case, a hit at first sight, with no loop, timer, defer or
+// allocation (its key is encoded on the stack). info.MinIndex is the index
+// the Get waits beyond. done is false for anything else, which getSlow
+// serves.
+func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestInfo) (done bool, v any, meta ResultMeta, err error) {
 	if info.Key == "" {
 		c.metrics.incr(c.metrics.bypass)
-		v, meta, err = c.fetchDirect(ctx, t, r, info, minIndex)
+		v, meta, err = c.fetchDirect(ctx, t, r, info)
 		return true, v, meta, err
 	}
 	// The clock first: on amd64 reading it waits for the loads before it
@@ -142,90 +117,77 @@ func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestI
 		return false, nil, ResultMeta{}, nil
 	}
 	// Entries exist only for registered types.
-	te := e.typ.te.Load()
-	if !c.isHit(te, info, minIndex, res, true, now) {
+	s := sight{e.typ.te.Load(), e, res, now}
+	if !c.isHit(&s, info, true) {
 		return false, nil, ResultMeta{}, nil
 	}
-	v, meta, err = c.hit(te, e, res, r, true, now)
-	return true, v, meta, err
+	v, meta = c.hit(&s, r, true)
+	return true, v, meta, nil
 }
 
 // getSlow is GetContext for everything but a hit at first sight: it
 // waits for fetches until the request is satisfied, fails, or times out.
-func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestInfo, w wanted) (interface{}, ResultMeta, error) {
-	// The key's bytes on the heap, not on the stack: the stack of a
-	// waiting Get then stays shallow, so that goroutines that miss
-	// together (a burst of callers of one new key) fit in their first
-	// stack instead of each copying it to a larger one, which costs far
-	// more than the allocation.
-	key := c.makeKey(nil, t, info.Datacenter, info.Token, info.Key)
-	first := true
-	var timeout <-chan time.Time
-	var waited *entry // the entry whose fetch we last waited for
-	var seen *result  // the result we saw before that wait
-	var how waitFlags // what we waited for
+func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestInfo) (any, ResultMeta, error) {
+	g := getCall{c: c, ctx: ctx, t: t, r: r, info: *info}
+	return g.run()
+}
+
+// getCall is a Get that waits for fetches, and what its rounds share: each
+// round looks at the entry, answers the Get if it can, and otherwise joins
+// the entry's fetch and waits for its result.
+type getCall struct {
+	c    *Cache
+	ctx  context.Context
+	t    string
+	r    Request
+	// info is a copy: a pointer to the caller's would make it escape
+	// with r, which fetch loops keep. info.MinIndex is the index to wait
+	// beyond.
+	info RequestInfo
+
+	// floor is the index of a value seen before: a lower one means the
+	// servers' index went backwards, and answers the Get (0 for none).
+	floor uint64
+	// watch marks the Gets of a Notify watch, which wait for changes:
+	// Close ends them rather than let their fetches finish.
+	watch bool
+
+	key     keyRef
+	first   bool             // the first round: nothing waited for yet
+	timeout <-chan time.Time // the Timeout's, once the first round missed
+	waited  *entry           // the entry whose fetch the Get last waited for
+	seen    *result          // the result seen before that wait
+	how     waitFlags        // what the Get waited for
+}
+
+// run is getSlow's loop of rounds.
+func (g *getCall) run() (any, ResultMeta, error) {
+	c := g.c
+	g.start()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
-		te := c.typeEntry(t)
+		te := c.typeEntry(g.t)
 		if te == nil {
-			return nil, ResultMeta{}, unknownType(t)
+			return nil, ResultMeta{}, unknownType(g.t)
 		}
-		found := c.lookup(&key)
-		e := found
-		if e == nil {
-			// Evicted while we waited: its last result still answers us.
-			e = waited
+		found := c.lookup(&g.key)
+		s := g.look(te, found)
+		if done, v, meta, err := g.answer(&s); done {
+			return v, meta, err
 		}
-		res := noResult
-		if e != nil {
-			res = e.result()
+		if g.first {
+			timer = g.miss(te)
 		}
 
-		now := c.now()
-		// Woken by Close with nothing new, or after waiting for a change,
-		// which Close ended (its fetch was cancelled): what we waited for
-		// will not come, even where a second look would be a hit. A Get
-		// that needed a value gets its fetch's result below.
-		if !first && c.closed.Load() && (res == seen || how&needsResult == 0) {
-			return res.value, c.meta(te, e, res, now), ErrClosed
-		}
-		if c.isHit(te, info, w.minIndex, res, first, now) || (res.valid() && res.index < w.floor) {
-			return c.hit(te, e, res, r, first, now)
-		}
-
-		// A fetch ended while we waited and failed: report it rather than
-		// spin on the same error until the timeout. The value beside it, if
-		// any, is older. An error we saw before waiting is not news: the
-		// loop woke us without fetching (eviction), so fetch again.
-		if err := res.err(); !first && err != nil && res != seen {
-			return res.value, c.meta(te, e, res, now), err
-		}
-		if c.closed.Load() {
-			return res.value, c.meta(te, e, res, now), ErrClosed
-		}
-
-		if first {
-			if w.minIndex == 0 {
-				c.metrics.incr(te.keys.missNew)
-			} else {
-				c.metrics.incr(te.keys.missBlock)
-			}
-			first = false
-			if info.Timeout > 0 {
-				timer := time.NewTimer(info.Timeout)
-				defer timer.Stop()
-				timeout = timer.C
-			}
-		}
-
-		seen = res
-		if res.valid() {
-			w.floor = res.index
-		}
-		how = waitHow(te, res, w)
 		var ch <-chan struct{}
-		waited, ch = c.join(te, found, &key, r, res, how)
+		g.waited, ch = c.join(g.joining(&s, found))
 		if ch == nil {
-			return res.value, c.meta(te, waited, res, now), ErrClosed
+			return s.res.value, c.meta(&sight{te, g.waited, s.res, s.now}), ErrClosed
 		}
 		// While Gets wait on an entry it cannot expire (it is watched),
 		// and the end of a wait is a use. The wait is here rather than in
@@ -235,29 +197,118 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		// then need not each copy a grown one. Close wakes the Gets that
 		// wait for a change, and lets those that need a value get the
 		// result of the fetch in flight (see entry.closeLoop).
-		waited.watchers.Add(1)
+		g.waited.watchers.Add(1)
 		timedOut, cancelled := false, false
-		if timeout == nil && ctx.Done() == nil {
+		if g.timeout == nil && g.ctx.Done() == nil {
 			<-ch
 		} else {
 			select {
 			case <-ch:
-			case <-timeout:
+			case <-g.timeout:
 				timedOut = true
-			case <-ctx.Done():
+			case <-g.ctx.Done():
 				cancelled = true
 			}
 		}
-		waited.lastAccess.Store(c.now())
-		waited.watchers.Add(-1)
+		g.waited.lastAccess.Store(c.now())
+		g.waited.watchers.Add(-1)
 		if timedOut || cancelled {
-			c.leave(waited, ch, how&needsResult != 0)
-			if cancelled {
-				return res.value, ResultMeta{Index: res.index}, ctx.Err()
-			}
-			return res.value, ResultMeta{Index: res.index}, nil
+			return g.gaveUp(ch, s.res, cancelled)
 		}
 	}
+}
+
+// start readies the Get for its first round.
+func (g *getCall) start() {
+	// The key's bytes on the heap, not on the stack: the stack of a
+	// waiting Get then stays shallow, so that goroutines that miss
+	// together (a burst of callers of one new key) fit in their first
+	// stack instead of each copying it to a larger one, which costs far
+	// more than the allocation.
+	g.key = g.c.makeKey(nil, g.t, g.info.Datacenter, g.info.Token, g.info.Key)
+	g.first = true
+}
+
+// look returns what the Get sees of the entry for its key: found, the
+// entry in the cache if any, or else the one it waited on, which was
+// evicted meanwhile but whose last result still answers it.
+func (g *getCall) look(te *typeEntry, found *entry) sight {
+	s := sight{te: te, e: found, res: noResult}
+	if s.e == nil {
+		s.e = g.waited
+	}
+	if s.e != nil {
+		s.res = s.e.result()
+	}
+	s.now = g.c.now()
+	return s
+}
+
+// answer reports whether what the Get sees answers it, and with what.
+func (g *getCall) answer(s *sight) (done bool, v any, meta ResultMeta, err error) {
+	c, res := g.c, s.res
+	closed := c.closed.Load()
+	// Woken by Close with nothing new, or after waiting for a change,
+	// which Close ended (its fetch was cancelled): what we waited for will
+	// not come, even where a second look would be a hit. A Get that needed
+	// a value gets its fetch's result below.
+	if !g.first && closed && (res == g.seen || g.how&needsResult == 0) {
+		return true, res.value, c.meta(s), ErrClosed
+	}
+	if c.isHit(s, &g.info, g.first) || (res.valid() && res.index < g.floor) {
+		v, meta = c.hit(s, g.r, g.first)
+		return true, v, meta, nil
+	}
+	// A fetch ended while we waited and failed: report it rather than
+	// spin on the same error until the timeout. The value beside it, if
+	// any, is older. An error we saw before waiting is not news: the loop
+	// woke us without fetching (eviction), so fetch again.
+	if err := res.err(); !g.first && err != nil && res != g.seen {
+		return true, res.value, c.meta(s), err
+	}
+	if closed {
+		return true, res.value, c.meta(s), ErrClosed
+	}
+	return false, nil, ResultMeta{}, nil
+}
+
+// miss counts the first round's miss of type te and starts the Get's
+// Timeout, whose timer it returns (nil for none).
+func (g *getCall) miss(te *typeEntry) *time.Timer {
+	if g.info.MinIndex == 0 {
+		g.c.metrics.incr(te.keys.missNew)
+	} else {
+		g.c.metrics.incr(te.keys.missBlock)
+	}
+	g.first = false
+	if g.info.Timeout <= 0 {
+		return nil
+	}
+	timer := time.NewTimer(g.info.Timeout)
+	g.timeout = timer.C
+	return timer
+}
+
+// joining records what the Get, which saw s, waits for, and returns the
+// request to join the entry's fetch with; found is the entry in the cache,
+// if any.
+func (g *getCall) joining(s *sight, found *entry) joinRequest {
+	g.seen = s.res
+	if s.res.valid() {
+		g.floor = s.res.index
+	}
+	g.how = g.waitHow(s)
+	return joinRequest{te: s.te, e: found, key: g.key, r: g.r, seen: s.res, how: g.how}
+}
+
+// gaveUp returns what a Get returns when its Timeout passed (cancelled
+// false) or its context ended while it waited on ch, having seen res.
+func (g *getCall) gaveUp(ch <-chan struct{}, res *result, cancelled bool) (any, ResultMeta, error) {
+	g.c.leave(g.waited, ch, g.how&needsResult != 0)
+	if cancelled {
+		return res.value, ResultMeta{Index: res.index}, g.ctx.Err()
+	}
+	return res.value, ResultMeta{Index: res.index}, nil
 }
 
 // waitFlags say what a Get waits for when it joins an entry's fetch.
@@ -272,47 +323,59 @@ const (
 	needsResult
 )
 
-// waitHow returns what a Get that wants w and found res waits for.
-func waitHow(te *typeEntry, res *result, w wanted) waitFlags {
-	if w.minIndex > 0 && res.valid() && w.minIndex >= res.index && te.typ.SupportsBlocking() {
+// waitHow returns what the Get waits for, having seen s.
+func (g *getCall) waitHow(s *sight) waitFlags {
+	m := g.info.MinIndex
+	if m > 0 && s.res.valid() && m >= s.res.index && s.te.typ.SupportsBlocking() {
 		return wantsChange
 	}
-	if w.watch {
+	if g.watch {
 		return 0
 	}
 	return needsResult
 }
 
-// hit returns the value of res, a hit on e at time now. first tells a hit
-// at first sight, counted and flagged as such, from one after a wait.
-func (c *Cache) hit(te *typeEntry, e *entry, res *result, r Request, first bool, now int64) (interface{}, ResultMeta, error) {
-	meta := c.meta(te, e, res, now)
+// sight is one look of a Get at an entry: its type (the latest
+// registration), the entry, its result, and when the Get looked.
+type sight struct {
+	te  *typeEntry
+	e   *entry
+	res *result
+	now int64
+}
+
+// hit returns the value of what s saw, a hit. first tells a hit at first
+// sight, counted and flagged as such, from one after a wait.
+func (c *Cache) hit(s *sight, r Request, first bool) (any, ResultMeta) {
+	te, e, res := s.te, s.e, s.res
+	meta := c.meta(s)
 	if first {
 		meta.Hit = true
 		c.metrics.incr(te.keys.hit)
 	}
-	e.lastAccess.Store(now)
+	e.lastAccess.Store(s.now)
 	if te.opts.Refresh && !e.refreshing.Load() && !res.refreshStopped() {
 		c.startRefresh(e, te, r)
 	}
-	return res.value, meta, nil
+	return res.value, meta
 }
 
-// meta returns the ResultMeta of res, the result of e, at time now. Age
-// is 0 without a value. An entry of a refreshing type that no refresh
-// keeps current (not started yet, or ended) has the age of its value.
-func (c *Cache) meta(te *typeEntry, e *entry, res *result, now int64) ResultMeta {
+// meta returns the ResultMeta of what s saw. Age is 0 without a value. An
+// entry of a refreshing type that no refresh keeps current (not started
+// yet, or ended) has the age of its value.
+func (c *Cache) meta(s *sight) ResultMeta {
+	res := s.res
 	meta := ResultMeta{Index: res.index}
 	switch {
 	case !res.valid():
-	case te.opts.Refresh && e.refreshing.Load():
-		if lp := e.loop.Load(); lp != nil {
+	case s.te.opts.Refresh && s.e.refreshing.Load():
+		if lp := s.e.loop.Load(); lp != nil {
 			if lost := lp.lostContact.Load(); lost != 0 {
-				meta.Age = time.Duration(now - lost)
+				meta.Age = time.Duration(s.now - lost)
 			}
 		}
 	default:
-		meta.Age = time.Duration(now - res.fetchedAt)
+		meta.Age = time.Duration(s.now - res.fetchedAt)
 	}
 	return meta
 }
@@ -328,13 +391,15 @@ func (e *entry) result() *result {
 	return noResult
 }
 
-// isHit reports whether res may answer the request without a fetch.
-func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *result, first bool, now int64) bool {
+// isHit reports whether what s saw may answer the request without a
+// fetch. first tells the first round of a Get from one after a wait.
+func (c *Cache) isHit(s *sight, info *RequestInfo, first bool) bool {
+	te, res := s.te, s.res
 	if !res.valid() {
 		return false
 	}
 	// A blocking caller wants something newer than it has seen.
-	if minIndex > 0 && minIndex >= res.index && te.typ.SupportsBlocking() {
+	if info.MinIndex > 0 && info.MinIndex >= res.index && te.typ.SupportsBlocking() {
 		return false
 	}
 	if te.opts.Refresh {
@@ -344,7 +409,7 @@ func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *re
 		// wait for something newer than the value they can have.
 		return !(first && res.refreshStopped())
 	}
-	if info.MaxAge > 0 && time.Duration(now-res.fetchedAt) > info.MaxAge {
+	if info.MaxAge > 0 && time.Duration(s.now-res.fetchedAt) > info.MaxAge {
 		return false
 	}
 	// Revalidation makes only the first round a miss: once a fetch was
@@ -357,10 +422,11 @@ func (c *Cache) isHit(te *typeEntry, info *RequestInfo, minIndex uint64, res *re
 // runs in its own goroutine so that the Get can return when its Timeout
 // passes (with no value and no error, as any Get that times out before a
 // first value), when ctx ends (with ctx.Err()), or, for a blocking query
-// (minIndex above 0), which waits for a change, when the cache closes
+// (MinIndex above 0), which waits for a change, when the cache closes
 // (with ErrClosed). The fetch's context then ends, and the goroutine with
 // the fetch. Close lets other bypassing Gets have their fetch's result.
-func (c *Cache) fetchDirect(ctx context.Context, t string, r Request, info *RequestInfo, minIndex uint64) (interface{}, ResultMeta, error) {
+func (c *Cache) fetchDirect(ctx context.Context, t string, r Request, info *RequestInfo) (any, ResultMeta, error) {
+	minIndex := info.MinIndex
 	te := c.typeEntry(t)
 	if te == nil {
 		return nil, ResultMeta{}, unknownType(t)

@@ -10,16 +10,30 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// fetch makes sure the entry for key is being fetched and returns it with a
-// channel that is closed when there is something new to look at, or nil if
-// the cache is closed. e is the entry for key if the caller just found it
-// in the map, else nil. seen is the result the caller examined: if a newer
-// one was published since, the channel is already closed, so a Get racing
-// with a finishing fetch never waits for (or starts) another one. how says
-// what the caller waits for.
-func (c *Cache) join(te *typeEntry, e *entry, key *keyRef, r Request, seen *result, how waitFlags) (*entry, <-chan struct{}) {
+// joinRequest is what a Get that joins an entry's fetch brings.
+type joinRequest struct {
+	te *typeEntry
+	// e is the entry for key if the Get just found it in its shard, else
+	// nil.
+	e *entry
+	// key is a copy: a pointer to the Get's would make its getCall escape
+	// with r, which the loop keeps.
+	key keyRef
+	r   Request
+	// seen is the result the Get examined; how says what it waits for.
+	seen *result
+	how  waitFlags
+}
+
+// join makes sure the entry for jr.key is being fetched and returns it with
+// a channel that is closed when there is something new to look at, or nil
+// if the cache is closed. If a newer result than jr.seen was published
+// since, the channel is already closed, so a Get racing with a finishing
+// fetch never waits for (or starts) another one.
+func (c *Cache) join(jr joinRequest) (*entry, <-chan struct{}) {
+	e, seen := jr.e, jr.seen
 	if e == nil {
-		e = c.lookupOrCreate(key, te)
+		e = c.lookupOrCreate(&jr.key, jr.te)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -29,13 +43,13 @@ func (c *Cache) join(te *typeEntry, e *entry, key *keyRef, r Request, seen *resu
 	case c.closed.Load():
 		return e, nil
 	case !e.fetching:
-		c.startLoop(e, te, r)
-	case seen.valid() && how&wantsChange == 0 && e.loop.Load().blocking:
+		c.startLoop(e, jr.te, jr.r)
+	case seen.valid() && jr.how&wantsChange == 0 && e.loop.Load().blocking:
 		// The caller wants the current value, not a change, and the loop
 		// is in a blocking query that may not answer for minutes.
-		return e, c.sideFetch(e, te, r)
+		return e, c.sideFetch(e, jr.te, jr.r)
 	}
-	return e, c.waitCh(e, how&needsResult != 0)
+	return e, c.waitCh(e, jr.how&needsResult != 0)
 }
 
 // startLoop starts the entry's fetch loop. e.mu must be held and the loop

@@ -14,7 +14,7 @@ type UpdateEvent struct {
 	// serve several watches.
 	CorrelationID string
 	// Result is the value, as Get would return it.
-	Result interface{}
+	Result any
 	// Meta is the ResultMeta Get returned with it.
 	Meta ResultMeta
 	// Err is the error Get returned, if any.
@@ -81,19 +81,45 @@ func (c *Cache) NotifyCallback(ctx context.Context, t string, r Request, correla
 	if info.Timeout < 0 || info.MaxAge < 0 {
 		return badRequestInfo("Notify", t, &info)
 	}
+	w := &watch{c: c, ctx: ctx, t: t, r: r, info: info, id: correlationID, cb: cb}
 	if te.typ.SupportsBlocking() {
-		go c.notifyBlockingQuery(ctx, t, r, info, correlationID, cb)
+		go w.blocking()
 		return nil
 	}
 	if info.MaxAge == 0 {
 		return errors.New("cannot use Notify for polling cache types without specifying the MaxAge")
 	}
-	go c.notifyPollingQuery(ctx, t, r, info, correlationID, cb)
+	go w.polling()
 	return nil
 }
 
-// notifyBlockingQuery is Notify's loop for blocking types.
-func (c *Cache) notifyBlockingQuery(ctx context.Context, t string, r Request, info RequestInfo, correlationID string, cb func(context.Context, UpdateEvent)) {
+// watch is one Notify watch, and what its loop shares. It belongs to the
+// watch's goroutine, which NotifyCallback starts and which ends with ctx or
+// Close.
+type watch struct {
+	c    *Cache
+	ctx  context.Context
+	t    string
+	r    Request
+	info RequestInfo // info.MinIndex is moved along by get
+	id   string      // the correlation ID
+	cb   func(context.Context, UpdateEvent)
+}
+
+// get is a Get of the watch that waits beyond minIndex. A cached value with
+// an index below floor (0 for none) is a reset, returned at once: the
+// watch passes the index it delivered last, which came from this cache.
+func (w *watch) get(minIndex, floor uint64) (any, ResultMeta, error) {
+	w.info.MinIndex = minIndex
+	if done, v, meta, err := w.c.getFast(w.ctx, w.t, w.r, &w.info); done {
+		return v, meta, err
+	}
+	g := getCall{c: w.c, ctx: w.ctx, t: w.t, r: w.r, info: w.info, floor: floor, watch: true}
+	return g.run()
+}
+
+// blocking is the watch's loop for blocking types.
+func (w *watch) blocking() {
 	// index is that of the last value sent, 0 before the first. After
 	// errors it stays 0, so that the Gets do not block and a first value
 	// at index 1 (a new cluster) is not mistaken for an old one (Consul
@@ -101,15 +127,15 @@ func (c *Cache) notifyBlockingQuery(ctx context.Context, t string, r Request, in
 	var index uint64
 	var failures uint
 	for {
-		res, meta, err := c.watchGet(ctx, t, r, &info, wanted{minIndex: index, floor: index})
-		if c.watchEnded(ctx) {
+		res, meta, err := w.get(index, index)
+		if w.ended() {
 			return
 		}
 		// The first result is always sent (index is 0 only until then),
 		// then each change.
 		reset := err == nil && meta.Index > 0 && meta.Index < index
 		if index == 0 || index < meta.Index || reset {
-			if !c.deliver(ctx, cb, UpdateEvent{correlationID, res, meta, err}) {
+			if !w.deliver(UpdateEvent{w.id, res, meta, err}) {
 				return
 			}
 			index = meta.Index
@@ -120,12 +146,12 @@ func (c *Cache) notifyBlockingQuery(ctx context.Context, t string, r Request, in
 		// loop does that already (see emptyFetch), and the next Get joins
 		// it, so only Gets that bypass the cache back off here: two
 		// back-offs would add up.
-		if err == nil && (meta.Index > 0 || info.Key != "") {
+		if err == nil && (meta.Index > 0 || w.info.Key != "") {
 			failures = 0
 		} else {
 			failures++
 		}
-		if !c.sleep(ctx, backOffWait(failures)) {
+		if !w.sleep(backOffWait(failures)) {
 			return
 		}
 		// A result without an index (a misbehaving type, or a timeout
@@ -138,15 +164,14 @@ func (c *Cache) notifyBlockingQuery(ctx context.Context, t string, r Request, in
 	}
 }
 
-// notifyPollingQuery is Notify's loop for non-blocking types.
-func (c *Cache) notifyPollingQuery(ctx context.Context, t string, r Request, info RequestInfo, correlationID string, cb func(context.Context, UpdateEvent)) {
-	maxAge := info.MaxAge
+// polling is the watch's loop for non-blocking types.
+func (w *watch) polling() {
 	var index uint64
 	var failures uint
-	var last interface{}
+	var last any
 	for {
-		res, meta, err := c.watchGet(ctx, t, r, &info, wanted{minIndex: index})
-		if c.watchEnded(ctx) {
+		res, meta, err := w.get(index, 0)
+		if w.ended() {
 			return
 		}
 		var send bool
@@ -157,55 +182,64 @@ func (c *Cache) notifyPollingQuery(ctx context.Context, t string, r Request, inf
 			send = meta.Index != index || !reflect.DeepEqual(last, res)
 		}
 		if send {
-			if !c.deliver(ctx, cb, UpdateEvent{correlationID, res, meta, err}) {
+			if !w.deliver(UpdateEvent{w.id, res, meta, err}) {
 				return
 			}
 			last, index = res, meta.Index
 		}
-
-		var wait time.Duration
 		if err != nil {
 			failures++
-			wait = backOffWait(failures)
 		} else {
 			failures = 0
-			// Poll again when the value becomes older than MaxAge, at once
-			// if it already is. The jitter makes sure it is stale by then,
-			// so that the next Get fetches rather than hits.
-			if meta.Age <= maxAge {
-				wait = maxAge - meta.Age
-			}
-			wait += randomStagger(maxAge / 16)
 		}
-		if !c.sleep(ctx, wait) {
+		if !w.sleep(w.pollWait(err, failures, meta.Age)) {
 			return
 		}
 	}
 }
 
-// watchEnded reports whether a watch is over: its context ended or the
-// cache closed.
-func (c *Cache) watchEnded(ctx context.Context) bool {
-	return ctx.Err() != nil || c.closed.Load()
+// pollWait returns how long a polling watch waits before its next poll,
+// after one that returned err (the latest of failures in a row) or a value
+// of the given age.
+func (w *watch) pollWait(err error, failures uint, age time.Duration) time.Duration {
+	if err != nil {
+		return backOffWait(failures)
+	}
+	// Poll again when the value becomes older than MaxAge, at once if it
+	// already is. The jitter makes sure it is stale by then, so that the
+	// next Get fetches rather than hits.
+	maxAge := w.info.MaxAge
+	var wait time.Duration
+	if age <= maxAge {
+		wait = maxAge - age
+	}
+	return wait + randomStagger(maxAge/16)
 }
 
-// deliver hands ev to cb and reports whether the watch goes on.
-func (c *Cache) deliver(ctx context.Context, cb func(context.Context, UpdateEvent), ev UpdateEvent) bool {
-	cb(ctx, ev)
-	return !c.watchEnded(ctx)
+// ended reports whether the watch is over: its context ended or the cache
+// closed.
+func (w *watch) ended() bool {
+	return w.ctx.Err() != nil || w.c.closed.Load()
 }
 
-// sleep waits for d unless ctx ends or the cache closes first, and
-// reports whether the watch goes on.
-func (c *Cache) sleep(ctx context.Context, d time.Duration) bool {
+// deliver hands ev to the watch's callback and reports whether the watch
+// goes on.
+func (w *watch) deliver(ev UpdateEvent) bool {
+	w.cb(w.ctx, ev)
+	return !w.ended()
+}
+
+// sleep waits for d unless the watch's context ends or the cache closes
+// first, and reports whether the watch goes on.
+func (w *watch) sleep(d time.Duration) bool {
 	if d > 0 {
 		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
 		case <-t.C:
-		case <-ctx.Done():
-		case <-c.closing:
+		case <-w.ctx.Done():
+		case <-w.c.closing:
 		}
 	}
-	return !c.watchEnded(ctx)
+	return !w.ended()
 }
