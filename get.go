@@ -136,10 +136,10 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 // round looks at the entry, answers the Get if it can, and otherwise joins
 // the entry's fetch and waits for its result.
 type getCall struct {
-	c    *Cache
-	ctx  context.Context
-	t    string
-	r    Request
+	c   *Cache
+	ctx context.Context
+	t   string
+	r   Request
 	// info is a copy: a pointer to the caller's would make it escape
 	// with r, which fetch loops keep. info.MinIndex is the index to wait
 	// beyond.
