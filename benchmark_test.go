@@ -20,10 +20,10 @@ type benchFloorKey struct{ typ, dc, token, key string }
 
 type benchFloor struct {
 	mu sync.RWMutex
-	m  map[benchFloorKey]interface{}
+	m  map[benchFloorKey]any
 }
 
-func (f *benchFloor) get(t string, r Request) interface{} {
+func (f *benchFloor) get(t string, r Request) any {
 	info := r.CacheInfo()
 	f.mu.RLock()
 	v := f.m[benchFloorKey{t, info.Datacenter, info.Token, info.Key}]
@@ -50,7 +50,7 @@ func benchWarm(b *testing.B, reqs []Request) (*Cache, *benchFloor) {
 	c.RegisterType("t", FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
 		return FetchResult{Value: r.CacheInfo().Key, Index: 1}, nil
 	}), nil)
-	f := &benchFloor{m: make(map[benchFloorKey]interface{}, len(reqs))}
+	f := &benchFloor{m: make(map[benchFloorKey]any, len(reqs))}
 	for _, r := range reqs {
 		v, _, err := c.Get("t", r)
 		if err != nil {
@@ -221,7 +221,7 @@ func BenchmarkEntryMemory(b *testing.B) {
 	var floor, got, prepop float64
 	for i := 0; i < b.N; i++ {
 		before := heapAlloc()
-		f := &benchFloor{m: make(map[benchFloorKey]interface{})}
+		f := &benchFloor{m: make(map[benchFloorKey]any)}
 		for i, k := range keys {
 			f.mu.Lock()
 			f.m[benchFloorKey{"t", "dc1", "tok", k}] = vals[i]

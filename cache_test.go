@@ -22,7 +22,7 @@ import (
 
 // cacheGetResult is what one Get returned.
 type cacheGetResult struct {
-	Value interface{}
+	Value any
 	Meta  ResultMeta
 	Err   error
 }
@@ -64,7 +64,7 @@ func cacheRequireReturned(t *testing.T, ch <-chan cacheGetResult) cacheGetResult
 }
 
 // cacheGet is a synchronous Get that fails the test on error.
-func cacheGet(t *testing.T, c *Cache, typ string, info RequestInfo) (interface{}, ResultMeta) {
+func cacheGet(t *testing.T, c *Cache, typ string, info RequestInfo) (any, ResultMeta) {
 	t.Helper()
 	v, meta, err := c.Get(typ, TestRequest(t, info))
 	require.NoError(t, err)

@@ -22,7 +22,7 @@ import (
 type result struct {
 	// value is the latest value a fetch returned; nil until one did. Only
 	// non-nil values are stored, so a non-nil value is a valid result.
-	value interface{}
+	value any
 	index uint64
 
 	// fetchedAt is when value was fetched, as an offset from Cache.epoch;
@@ -35,7 +35,7 @@ type result struct {
 
 // resultExtra is the part of a result that is usually absent.
 type resultExtra struct {
-	state interface{}
+	state any
 
 	// err is the error of the latest fetch. When both value and err are
 	// set, err is newer than value: a successful fetch always clears it.
@@ -64,7 +64,7 @@ type resultExtra struct {
 func (r *result) valid() bool { return r.value != nil }
 
 // state returns the type's opaque per-entry state.
-func (r *result) state() interface{} {
+func (r *result) state() any {
 	if r.extra == nil {
 		return nil
 	}
@@ -112,7 +112,7 @@ func emptyFetch(fr FetchResult, prev *result) bool {
 
 // newResult returns a result, with an extra only if one of its fields is
 // set.
-func newResult(value interface{}, index uint64, fetchedAt int64, x resultExtra) *result {
+func newResult(value any, index uint64, fetchedAt int64, x resultExtra) *result {
 	r := &result{value: value, index: index, fetchedAt: fetchedAt}
 	// Not x != resultExtra{}: that panics for a state of an incomparable
 	// type.

@@ -238,7 +238,7 @@ func TestFetchFunc_IsNonBlockingType(t *testing.T) {
 		c, _ := embNew(t, nil)
 		c.RegisterType("t", f, &RegisterOptions{Refresh: true, RefreshTimer: 10 * time.Second, RefreshTimeout: time.Minute})
 		req := RequestInfo{Key: "k", Datacenter: "dc1", MinIndex: 50}
-		ch := ergoGo(func() (interface{}, ResultMeta, error) { return c.Get("t", req) })
+		ch := ergoGo(func() (any, ResultMeta, error) { return c.Get("t", req) })
 		r := ergoReturned(t, ch)
 		require.NoError(t, r.Err)
 		require.Equal(t, 1, r.Value, "MinIndex 50 > index 10 did not block")
@@ -304,7 +304,7 @@ func TestBlockingFetchFunc_IsBlockingType(t *testing.T) {
 		require.Equal(t, "v1", v)
 		require.Equal(t, uint64(5), meta.Index)
 
-		ch := ergoGo(func() (interface{}, ResultMeta, error) {
+		ch := ergoGo(func() (any, ResultMeta, error) {
 			return c.Get("t", RequestInfo{Key: "k", MinIndex: 5})
 		})
 		ergoBlocked(t, ch)
@@ -509,7 +509,7 @@ func TestGetContext_CancelWhileWaiting(t *testing.T) {
 		req := RequestInfo{Key: "k"}
 
 		ctx, cancel := context.WithCancel(t.Context())
-		withCtx := ergoGo(func() (interface{}, ResultMeta, error) { return c.GetContext(ctx, "t", req) })
+		withCtx := ergoGo(func() (any, ResultMeta, error) { return c.GetContext(ctx, "t", req) })
 		plain := cacheGoGet(c, "t", req)
 		ergoBlocked(t, withCtx)
 		cacheRequireBlocked(t, plain)

@@ -81,7 +81,7 @@ func (c *catalog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		c.mu.Lock()
 	}
-	body := map[string]interface{}{"index": c.index, "value": c.services[r.PathValue("name")]}
+	body := map[string]any{"index": c.index, "value": c.services[r.PathValue("name")]}
 	c.mu.Unlock()
 	json.NewEncoder(w).Encode(body)
 }
@@ -183,7 +183,7 @@ func ExampleCache_Get_blocking() {
 	fmt.Println("seen index", meta.Index)
 
 	type result struct {
-		addr interface{}
+		addr any
 		meta cache.ResultMeta
 	}
 	done := make(chan result)
@@ -653,7 +653,7 @@ func ExampleRegisterOptions_refreshMaxFailures() {
 	first, _, _ := c.Get("health", cache.RequestInfo{Key: "db"})
 	// Wait for a newer value. Gets that wait while the refresh fails get
 	// its errors; once it has stopped, the next Get fetches again.
-	var later interface{}
+	var later any
 	for err := errors.New("none yet"); err != nil; {
 		later, _, err = c.Get("health", cache.RequestInfo{Key: "db", MinIndex: 1})
 	}

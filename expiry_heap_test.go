@@ -34,7 +34,7 @@ func expiryCached(c *Cache, typ string, info RequestInfo) bool {
 
 // expiryCountingType returns a blocking MockType whose Fetch returns value
 // (index 1) or err, counting its calls in n.
-func expiryCountingType(t *testing.T, n *atomic.Int64, value interface{}, err error) *MockType {
+func expiryCountingType(t *testing.T, n *atomic.Int64, value any, err error) *MockType {
 	typ := TestType(t)
 	typ.On("Fetch", mock.Anything, mock.Anything).Return(
 		func(FetchOptions, Request) FetchResult {

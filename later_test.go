@@ -361,7 +361,7 @@ func TestNotModified_notifySendsNothing(t *testing.T) {
 // Without NotModified, the Value sent along would be stored and returned.
 func TestNotModified_withoutValueIsNoValue(t *testing.T) {
 	t.Parallel()
-	for name, value := range map[string]interface{}{"nil value": nil, "value sent along": "ignored"} {
+	for name, value := range map[string]any{"nil value": nil, "value sent along": "ignored"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			var bug string // reported once the bubble has ended
@@ -799,10 +799,10 @@ func TestClosableState_closeWithoutLocks(t *testing.T) {
 				c, _ := limitsBubble(t, opts)
 				other, pre := laterSameShard(c, "k", "other"), laterSameShard(c, "k", "pre")
 				var mu sync.Mutex
-				var got []interface{}
+				var got []any
 				st := &laterState{name: "s"}
 				st.onClose = func() {
-					var out []interface{}
+					var out []any
 					v, _, err := c.Get("t", RequestInfo{Key: other})
 					out = append(out, v, err)
 					v, _, err = c.Get("t", RequestInfo{Key: "k", MustRevalidate: true})
@@ -818,7 +818,7 @@ func TestClosableState_closeWithoutLocks(t *testing.T) {
 				c.RegisterType("t", laterStateType(map[string][]*laterState{"k": {st, nil}}), &RegisterOptions{LastGetTTL: time.Hour})
 				cacheGet(t, c, "t", RequestInfo{Key: "k"})
 
-				want := []interface{}{"v-" + other, nil, "v-k", nil, nil}
+				want := []any{"v-" + other, nil, "v-k", nil, nil}
 				switch trigger {
 				case "expiry":
 					time.Sleep(61 * time.Minute)
@@ -828,7 +828,7 @@ func TestClosableState_closeWithoutLocks(t *testing.T) {
 					time.Sleep(time.Second) // k, older, is the one MaxEntries evicts
 					cacheGet(t, c, "t", RequestInfo{Key: laterSameShard(c, "k", "k")})
 					require.NoError(t, c.Close())
-					want = []interface{}{nil, ErrClosed, "v-k", ErrClosed, ErrClosed, true}
+					want = []any{nil, ErrClosed, "v-k", ErrClosed, ErrClosed, true}
 				}
 				synctest.Wait()
 				require.Equal(t, 1, laterClosed(st))
@@ -1014,7 +1014,7 @@ func TestStopRefresh_withoutRefresh(t *testing.T) {
 	sink := cacheInstallSink(t) // metrics: not parallel
 	errX := &laterErr{"no such token"}
 	type outcome struct {
-		value interface{}
+		value any
 		meta  ResultMeta
 		isX   bool
 	}

@@ -304,12 +304,12 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 			ch := make(chan UpdateEvent, 10)
 			require.NoError(t, c.Notify(ctx, "blocking", RequestInfo{Key: "k"}, "blocking", ch))
 			require.NoError(t, c.Notify(ctx, "polling", RequestInfo{Key: "k", MaxAge: time.Minute}, "polling", ch))
-			got := map[string]interface{}{}
+			got := map[string]any{}
 			for range 2 {
 				ev := notifyRecv(t, ch, time.Second)
 				got[ev.CorrelationID] = ev.Result
 			}
-			require.Equal(t, map[string]interface{}{"blocking": "v5", "polling": "p"}, got)
+			require.Equal(t, map[string]any{"blocking": "v5", "polling": "p"}, got)
 			synctest.Wait()
 			require.Equal(t, 2, regWatches(t), "one watch in a blocking Get, one between polls")
 

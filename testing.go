@@ -13,9 +13,9 @@ import (
 type T interface {
 	Helper()
 	Cleanup(func())
-	Logf(format string, args ...interface{})
-	Errorf(format string, args ...interface{})
-	Fatalf(format string, args ...interface{})
+	Logf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
 	FailNow()
 }
 
@@ -106,10 +106,10 @@ func TestCache(t T) *Cache {
 // the error. The channel is buffered, so the goroutine ends even if nobody
 // receives, and an error that comes once the test's cleanups started is not
 // logged, since testing panics on a log after the test.
-func TestCacheGetCh(t T, c *Cache, typ string, r Request) <-chan interface{} {
+func TestCacheGetCh(t T, c *Cache, typ string, r Request) <-chan any {
 	t.Helper()
 	logf := testLogf(t)
-	ch := make(chan interface{}, 1)
+	ch := make(chan any, 1)
 	go func() {
 		v, _, err := c.Get(typ, r)
 		if err != nil {
@@ -165,7 +165,7 @@ func testLogf(t T) func(format string, args ...any) {
 // (reflect.DeepEqual) to expected within a short time. A channel that
 // TestCacheGetCh closed after a failed Get delivers nil, so, as in Consul,
 // an expected nil passes for a failed Get.
-func TestCacheGetChResult(t T, ch <-chan interface{}, expected interface{}) {
+func TestCacheGetChResult(t T, ch <-chan any, expected any) {
 	t.Helper()
 	timer := time.NewTimer(testResultWait)
 	defer timer.Stop()

@@ -34,19 +34,19 @@ func (h *helperT) Cleanup(f func()) {
 	h.cleanups = append(h.cleanups, f)
 }
 
-func (h *helperT) Logf(format string, args ...interface{}) {
+func (h *helperT) Logf(format string, args ...any) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.logs = append(h.logs, fmt.Sprintf(format, args...))
 }
 
-func (h *helperT) Errorf(format string, args ...interface{}) {
+func (h *helperT) Errorf(format string, args ...any) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.errors = append(h.errors, fmt.Sprintf(format, args...))
 }
 
-func (h *helperT) Fatalf(format string, args ...interface{}) {
+func (h *helperT) Fatalf(format string, args ...any) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.fatals = append(h.fatals, fmt.Sprintf(format, args...))
@@ -292,8 +292,8 @@ func helperCache(t *testing.T) (*Cache, error) {
 // one and when nothing arrives within its wait.
 func TestHelper_TestCacheGetChResult(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		send := func(v interface{}) <-chan interface{} {
-			ch := make(chan interface{}, 1)
+		send := func(v any) <-chan any {
+			ch := make(chan any, 1)
 			ch <- v
 			return ch
 		}
@@ -308,7 +308,7 @@ func TestHelper_TestCacheGetChResult(t *testing.T) {
 
 		// A value arriving within the wait passes.
 		ft = &helperT{}
-		late := make(chan interface{}, 1)
+		late := make(chan any, 1)
 		go func() {
 			time.Sleep(100 * time.Millisecond)
 			late <- "x"
@@ -319,7 +319,7 @@ func TestHelper_TestCacheGetChResult(t *testing.T) {
 		// Nothing within the wait fails, at ~150ms.
 		ft = &helperT{}
 		start := time.Now()
-		TestCacheGetChResult(ft, make(chan interface{}), "x")
+		TestCacheGetChResult(ft, make(chan any), "x")
 		require.True(t, ft.failed(), "timeout fails")
 		require.Equal(t, testResultWait, time.Since(start))
 	})

@@ -68,12 +68,12 @@ type FetchOptions struct {
 type FetchResult struct {
 	// Value is the result of the fetch. Nil means no new value: the cache
 	// keeps the one it has.
-	Value interface{}
+	Value any
 
 	// State is opaque per-entry data that the cache keeps and hands back in
 	// FetchOptions.LastResult on the next fetch. A result with a nil Value,
 	// a non-nil State and no error still updates the stored State.
-	State interface{}
+	State any
 
 	// Index is the index of Value, for example a Raft index. An index of 0
 	// with a value is stored as 1 so that the next blocking fetch blocks;

@@ -19,7 +19,7 @@ import (
 // fetches on test cleanup so that no goroutine outlives the bubble.
 type notifyBackend struct {
 	mu      sync.Mutex
-	value   interface{}
+	value   any
 	index   uint64
 	changed chan struct{} // closed and replaced on every set
 	closed  bool
@@ -27,7 +27,7 @@ type notifyBackend struct {
 	minIdx  []uint64 // MinIndex of every Fetch
 }
 
-func newNotifyBackend(t *testing.T, value interface{}, index uint64) *notifyBackend {
+func newNotifyBackend(t *testing.T, value any, index uint64) *notifyBackend {
 	b := &notifyBackend{value: value, index: index, changed: make(chan struct{})}
 	t.Cleanup(func() {
 		b.mu.Lock()
@@ -38,7 +38,7 @@ func newNotifyBackend(t *testing.T, value interface{}, index uint64) *notifyBack
 	return b
 }
 
-func (b *notifyBackend) set(value interface{}, index uint64) {
+func (b *notifyBackend) set(value any, index uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.value, b.index = value, index

@@ -29,7 +29,7 @@ type backend struct {
 	calls int
 	err   error         // if set, fetches fail with it
 	block chan struct{} // if set, fetches wait until it is closed
-	value interface{}   // if set, fetches return it instead of an item
+	value any           // if set, fetches return it instead of an item
 }
 
 func (b *backend) fetch(cache.FetchOptions, cache.Request) (cache.FetchResult, error) {
