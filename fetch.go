@@ -6,28 +6,43 @@ import (
 	"runtime/debug"
 )
 
-// callFetch calls the type's Fetch, or FetchContext with ctx, for the
-// entry k. A panic becomes an
-// error, so that one bad type can neither take the process down nor strand
-// the callers waiting for it; it is counted and logged. The ACL token is
-// redacted from the error, which callers, logs and Notify events all see.
-func (c *Cache) callFetch(ctx context.Context, te *typeEntry, k *entryKey, opts FetchOptions, r Request) (fr FetchResult, err error) {
+// fetchCall is one call of a Type's Fetch, for the entry k (a copy, so
+// that the caller's does not escape with r).
+type fetchCall struct {
+	te   *typeEntry
+	k    entryKey
+	opts FetchOptions
+	r    Request
+}
+
+// callFetch makes the call f: the type's Fetch, or FetchContext with ctx.
+// A panic becomes an error, so that one bad type can neither take the
+// process down nor strand the callers waiting for it; it is counted and
+// logged. The ACL token is redacted from the error, which callers, logs
+// and Notify events all see.
+func (c *Cache) callFetch(ctx context.Context, f fetchCall) (fr FetchResult, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			msg := redact(k.token, fmt.Sprint(v))
-			fr, err = FetchResult{}, fmt.Errorf("cache: fetch of type %q, key %q panicked: %s", te.name, k.key, msg)
-			c.metrics.incr(c.metrics.fetchPanic)
-			c.metrics.incr(te.keys.fetchPanic)
-			c.logger().Error("cache: fetch panicked", logAttrs(k, "panic", msg, "stack", string(debug.Stack()))...)
+			fr, err = FetchResult{}, c.panicked(f.te, &f.k, v, "cache: fetch panicked")
 		}
 		if err != nil {
-			err = redactError(k.token, err)
+			err = redactError(f.k.token, err)
 		}
 	}()
-	if ct, ok := te.typ.(ContextType); ok {
-		return ct.FetchContext(ctx, opts, r)
+	if ct, ok := f.te.typ.(ContextType); ok {
+		return ct.FetchContext(ctx, f.opts, f.r)
 	}
-	return te.typ.Fetch(opts, r)
+	return f.te.typ.Fetch(f.opts, f.r)
+}
+
+// panicked counts and logs, with the message msg, a panic with v while
+// fetching the entry k of type te, and returns the error its callers get.
+func (c *Cache) panicked(te *typeEntry, k *entryKey, v any, msg string) error {
+	text := redact(k.token, fmt.Sprint(v))
+	c.metrics.incr(c.metrics.fetchPanic)
+	c.metrics.incr(te.keys.fetchPanic)
+	c.logger().Error(msg, logAttrs(k, "panic", text, "stack", string(debug.Stack()))...)
+	return fmt.Errorf("cache: fetch of type %q, key %q panicked: %s", te.name, k.key, text)
 }
 
 // errExited is the error of a fetch whose Fetch called runtime.Goexit (as

@@ -457,7 +457,7 @@ func (c *Cache) fetchDirect(ctx context.Context, t string, r Request, info *Requ
 		// Preset for a Fetch that calls runtime.Goexit.
 		o := outcome{err: errExited(t, "")}
 		defer func() { done <- o }()
-		o.fr, o.err = c.callFetch(fctx, te, &k, FetchOptions{MinIndex: minIndex}, r)
+		o.fr, o.err = c.callFetch(fctx, fetchCall{te, k, FetchOptions{MinIndex: minIndex}, r})
 	}()
 
 	select {

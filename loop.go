@@ -2,9 +2,7 @@ package cache
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
-	"runtime/debug"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -137,7 +135,7 @@ func (l *fetchLoop) run() {
 func (l *fetchLoop) exited(v any) {
 	err := errExited(l.te.name, l.k.key)
 	if v != nil {
-		err = l.c.loopPanicked(l.te, &l.k, v)
+		err = l.c.panicked(l.te, &l.k, v, "cache: fetch loop panicked")
 	}
 	l.publish(nil, outcome{err: err}, false)
 	l.c.addExpiry(l.e)
@@ -168,16 +166,6 @@ func (l *fetchLoop) pause() bool {
 		l.c.logger().Debug("cache: backing off", logAttrs(&l.k, "wait", wait, "failures", l.attempt)...)
 	}
 	return l.wait(wait + l.te.opts.RefreshTimer)
-}
-
-// loopPanicked logs and counts a panic of an entry's loop outside its
-// Fetch, and returns the error its waiters get.
-func (c *Cache) loopPanicked(te *typeEntry, k *entryKey, v any) error {
-	msg := redact(k.token, fmt.Sprint(v))
-	c.metrics.incr(c.metrics.fetchPanic)
-	c.metrics.incr(te.keys.fetchPanic)
-	c.logger().Error("cache: fetch loop panicked", logAttrs(k, "panic", msg, "stack", string(debug.Stack()))...)
-	return fmt.Errorf("cache: fetch of type %q, key %q panicked: %s", te.name, k.key, msg)
 }
 
 // endLoop is entry.endLoopLocked for a loop that holds no lock.
@@ -238,7 +226,7 @@ func (l *fetchLoop) fetchOnce() bool {
 		connected = time.AfterFunc(31*time.Second, func() { lp.lostContact.Store(0) })
 	}
 	var o outcome
-	o.fr, o.err = l.c.callFetch(lp.ctx, te, &l.k, opts, l.r)
+	o.fr, o.err = l.c.callFetch(lp.ctx, fetchCall{te, l.k, opts, l.r})
 	if connected != nil {
 		connected.Stop()
 	}
