@@ -30,6 +30,10 @@ type snapshot struct {
 	leaseBlocks bool // the lease is held for a blocking query
 }
 
+// errDown is the error of a fetch that stops using Redis because another
+// call found it down.
+var errDown = errors.New("marked down")
+
 // errMissing is the recErr of a snapshot without a record.
 var errMissing = errors.New("redistier: no record")
 
@@ -37,9 +41,13 @@ var errMissing = errors.New("redistier: no record")
 // backend. An error of Redis is a *redisError: the caller then falls
 // back to the backend.
 func (f *fetch) run() (cache.FetchResult, error) {
-	for {
+	for again := false; ; again = true {
 		if err := f.ctx.Err(); err != nil {
 			return cache.FetchResult{}, err
+		}
+		if again && f.t.health.down.Load() {
+			// Redis failed meanwhile (the subscription broke, say).
+			return cache.FetchResult{}, &redisError{errDown}
 		}
 		if f.expired() {
 			return f.timedOut(), nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"net"
 	"sync"
 	"time"
 
@@ -38,6 +39,7 @@ type waiter struct {
 type subscriber struct {
 	rdb     redis.UniversalClient
 	channel string
+	lost    func(error) // called when the connection breaks
 
 	start sync.Once
 	ready chan struct{} // closed once the first subscription is confirmed
@@ -49,9 +51,9 @@ type subscriber struct {
 	closed  bool
 }
 
-func newSubscriber(rdb redis.UniversalClient, channel string) *subscriber {
+func newSubscriber(rdb redis.UniversalClient, channel string, lost func(error)) *subscriber {
 	return &subscriber{
-		rdb: rdb, channel: channel,
+		rdb: rdb, channel: channel, lost: lost,
 		ready: make(chan struct{}), done: make(chan struct{}),
 		waiters: map[[sha256.Size]byte]map[*waiter]struct{}{},
 	}
@@ -117,21 +119,44 @@ func (s *subscriber) run() {
 	// Subscribing without channels does not connect: the receiving
 	// goroutine connects, and reconnects, with the channel remembered.
 	s.ps = s.rdb.Subscribe(context.Background())
-	ch := s.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
-	go s.receive(s.ps, ch)
+	go s.receive(s.ps)
 }
 
-// receive subscribes and dispatches what arrives on ch until it is
-// closed.
-func (s *subscriber) receive(ps *redis.PubSub, ch <-chan any) {
+// Timings of the receiving goroutine.
+const (
+	receiveTimeout = 2 * time.Second        // idle time before a PING checks the connection
+	errorPause     = 100 * time.Millisecond // pause after a connection error
+)
+
+// receive subscribes and dispatches what arrives until ps is closed. A
+// broken connection is reported to every waiter at once, so that each
+// looks at Redis again (and falls back to the backend if it is down)
+// instead of waiting for a publication that cannot come.
+func (s *subscriber) receive(ps *redis.PubSub) {
 	defer close(s.done)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx := context.Background()
+	sub, cancel := context.WithTimeout(ctx, 5*time.Second)
 	// The channel is remembered even if this fails, and subscribed to
 	// again on every reconnect.
-	_ = ps.Subscribe(ctx, s.channel)
+	_ = ps.Subscribe(sub, s.channel)
 	cancel()
 	confirmed := false
-	for msg := range ch {
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, receiveTimeout)
+		if err != nil {
+			if errors.Is(err, redis.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				_ = ps.Ping(ctx) // its answer, or its error, comes to ReceiveTimeout
+				continue
+			}
+			s.lost(err)
+			s.broadcast()
+			time.Sleep(errorPause)
+			continue
+		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind != "subscribe" || m.Channel != s.channel {

@@ -54,7 +54,7 @@ func Wrap(inner cache.Type, rdb redis.UniversalClient, o Options) *Tier {
 	t.keyBase = o.KeyPrefix + ":" + o.Name + ":"
 	t.channel = t.keyBase + "events"
 	t.metrics.init(&t.o)
-	t.subs = newSubscriber(rdb, t.channel)
+	t.subs = newSubscriber(rdb, t.channel, func(err error) { t.redisFailed(&redisError{err}) })
 	return t
 }
 

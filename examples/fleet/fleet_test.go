@@ -51,7 +51,7 @@ func TestFleetOneQueryPerChange(t *testing.T) {
 	written := writer(ctx, t, cli, ks, writes, 10*time.Millisecond)
 	changes := count(written)
 	for i, w := range watchers {
-		eventually(t, wait, fmt.Sprintf("instance %d to see every change", i), func() bool { return w.sawAll(written) })
+		eventually(t, wait, fmt.Sprintf("instance %d to see every change", i), func() bool { return w.sawAll(written, false) })
 	}
 	// Each change ends one blocking query and starts the next: wait for
 	// the last ones to start before counting.

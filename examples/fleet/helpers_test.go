@@ -255,14 +255,15 @@ func (w *watcher) hasAll(ks keys) bool {
 	return len(w.last) == len(ks)
 }
 
-// sawAll reports whether Notify delivered every revision in writes and
-// ends on the last value of each key.
-func (w *watcher) sawAll(writes map[string][]write) bool {
+// sawAll reports whether Notify delivered every revision in writes (or,
+// with lastOnly, the last of each key) and ends on the last value of each
+// key.
+func (w *watcher) sawAll(writes map[string][]write, lastOnly bool) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for k, ws := range writes {
-		for _, wr := range ws {
-			if !w.seen[k][wr.rev] {
+		for i, wr := range ws {
+			if !w.seen[k][wr.rev] && (!lastOnly || i == len(ws)-1) {
 				return false
 			}
 		}
@@ -271,6 +272,21 @@ func (w *watcher) sawAll(writes map[string][]write) bool {
 		}
 	}
 	return true
+}
+
+// missing describes what sawAll misses, for failure messages.
+func (w *watcher) missing(writes map[string][]write) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := ""
+	for k, ws := range writes {
+		for _, wr := range ws {
+			if !w.seen[k][wr.rev] {
+				out += fmt.Sprintf("%s@%d (seen %v, last %q); ", k[len(k)-7:], wr.rev, w.seen[k], w.last[k])
+			}
+		}
+	}
+	return out
 }
 
 // write is one write of the writer.
@@ -307,6 +323,19 @@ func count(writes map[string][]write) int {
 		n += len(ws)
 	}
 	return n
+}
+
+// poll polls cond every 20ms until it holds or d passes, and reports
+// whether it held.
+func poll(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
 }
 
 // eventually polls cond every 20ms until it holds, failing the test if it
