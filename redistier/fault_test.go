@@ -3,6 +3,7 @@ package redistier
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"log/slog"
 	"net"
 	"strings"
@@ -343,5 +344,35 @@ func TestJSONCodec(t *testing.T) {
 	}
 	if _, err := c.Decode([]byte("{")); err == nil {
 		t.Fatal("decoded bad JSON")
+	}
+}
+
+// TestLatePublicationDoesNotGoBack: a publication that arrives after the
+// waiter read a newer record (the subscription lagging behind the reads)
+// must not take the entry back; the answer to the waiter's own question
+// is taken whatever its index (a reset).
+func TestLatePublicationDoesNotGoBack(t *testing.T) {
+	tier := newTier(t, newFakeBackend(true, "v"), newClient(t), Options{Name: uniqueName(t)})
+	p := tier.partition(cache.RequestInfo{Key: "k"})
+	f := &fetch{t: tier, ctx: context.Background(), p: p, blocking: true,
+		opts: cache.FetchOptions{MinIndex: 5, LastResult: &cache.FetchResult{Value: "v", Index: 5}}}
+	publication := func(index, asked uint64) notice {
+		body := binary.BigEndian.AppendUint64(nil, asked)
+		return notice{kind: kindRecord, body: append(body, encodeRecord(p, index, time.Now(), []byte(`"x"`))...)}
+	}
+	for _, tc := range []struct {
+		index, asked uint64
+		want         bool
+	}{
+		{3, 2, false}, // late: answers an older question
+		{5, 4, false},
+		{6, 4, true}, // newer than the entry
+		{3, 5, true}, // a reset, in answer to this very question
+		{5, 5, true}, // a timeout of this very question
+	} {
+		res, done, err := f.notice(publication(tc.index, tc.asked))
+		if err != nil || done != tc.want || (done && res.Index != tc.index) {
+			t.Errorf("index %d asked %d: %+v done %v %v, want done %v", tc.index, tc.asked, res, done, err, tc.want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package redistier
 
 import (
 	"context"
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -24,7 +25,9 @@ func (f *fetch) hold(owner string) (cache.FetchResult, error) {
 	default:
 		payload, ok := f.record(res)
 		if ok {
-			f.commit(owner, payload, kindRecord, nil)
+			// The MinIndex the backend answered tells waiters whether
+			// the record answers their question (see notice).
+			f.commit(owner, payload, kindRecord, binary.BigEndian.AppendUint64(nil, f.opts.MinIndex))
 		} else {
 			f.commit(owner, nil, kindNone, nil)
 		}
@@ -144,13 +147,19 @@ func (f *fetch) wait(pttl time.Duration) (res cache.FetchResult, done bool, err 
 func (f *fetch) notice(n notice) (cache.FetchResult, bool, error) {
 	switch n.kind {
 	case kindRecord:
-		rec, err := decodeRecord(f.p, n.body)
+		if len(n.body) < 8 {
+			f.t.metrics.incr(cDecodeError)
+			return cache.FetchResult{}, false, nil
+		}
+		asked := binary.BigEndian.Uint64(n.body)
+		rec, err := decodeRecord(f.p, n.body[8:])
 		if err != nil {
 			f.t.metrics.incr(cDecodeError)
 			return cache.FetchResult{}, false, nil
 		}
-		// Whatever its index, it is the backend's answer since this
-		// fetch began waiting.
+		if !f.answers(rec, asked) {
+			return cache.FetchResult{}, false, nil
+		}
 		res, ok := f.result(rec)
 		return res, ok, nil
 	case kindError:
@@ -158,4 +167,17 @@ func (f *fetch) notice(n notice) (cache.FetchResult, bool, error) {
 		return cache.FetchResult{}, true, &remoteError{msg: string(n.body)}
 	}
 	return cache.FetchResult{}, false, nil
+}
+
+// answers reports whether a published record, fetched by a query with
+// MinIndex asked, answers this fetch. A publication may arrive late, after
+// this fetch read a newer record, so it must not take the entry back: a
+// blocking fetch takes a newer index, or the answer to its very question
+// (the same index after a timeout, a lower one after a reset); a
+// non-blocking fetch takes any index not below the entry's.
+func (f *fetch) answers(rec record, asked uint64) bool {
+	if f.blocking {
+		return rec.index > f.opts.MinIndex || asked == f.opts.MinIndex
+	}
+	return f.opts.LastResult == nil || rec.index >= f.opts.LastResult.Index
 }
