@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/agentcache/cache"
+	"github.com/agentcache/cache/redistier/redistest"
 )
 
 // BenchmarkSharedHit measures a fetch answered from Redis (one round trip
@@ -83,7 +84,7 @@ func benchFleet(b *testing.B, n int, tiered bool) {
 		events = append(events, ch)
 	}
 	awaitAll(b, events, "v0@")
-	eventually(b, wait, "the blocking queries", func() bool {
+	redistest.Eventually(b, wait, "the blocking queries", func() bool {
 		return tiered && backend.blockingCalls.Load() >= 1 || backend.blockingCalls.Load() >= int64(n)
 	})
 	before := backend.blockingCalls.Load()
@@ -100,20 +101,13 @@ func benchFleet(b *testing.B, n int, tiered bool) {
 	if !tiered {
 		want = before + int64(n*changes)
 	}
-	eventually(b, wait, "the next queries", func() bool { return backend.blockingCalls.Load() >= want })
+	redistest.Eventually(b, wait, "the next queries", func() bool { return backend.blockingCalls.Load() >= want })
 	b.ReportMetric(float64(backend.blockingCalls.Load()-before)/float64(changes), "queries/change")
 }
 
 // awaitAll waits for an event with value v on every channel.
 func awaitAll(b *testing.B, events []chan cache.UpdateEvent, v string) {
 	for i, ch := range events {
-		select {
-		case ev := <-ch:
-			if ev.Err != nil || ev.Result != v {
-				b.Fatalf("instance %d: %v %v, want %q", i, ev.Result, ev.Err, v)
-			}
-		case <-time.After(wait):
-			b.Fatalf("instance %d: no event %q after %s", i, v, wait)
-		}
+		expectEvent(b, i, ch, v)
 	}
 }

@@ -74,7 +74,7 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Within a probe interval a fetch tries Redis again and shares.
-	eventually(t, wait, "sharing to resume", func() bool {
+	redistest.Eventually(t, wait, "sharing to resume", func() bool {
 		fetchOK()
 		return tier.Stats().SharedHits > s.SharedHits
 	})
@@ -134,6 +134,40 @@ func TestSlowRedisIsBounded(t *testing.T) {
 	}
 }
 
+// hungHolder makes holder the lease holder of a blocking query that hangs
+// in the backend (under ctx) and other an instance waiting for it. Later
+// fetches do not hang; release ends the hung one.
+func hungHolder(t *testing.T, ctx context.Context, b *fakeBackend, holder, other *Tier) (hung, waited <-chan fetchResult, release func()) {
+	t.Helper()
+	req := cache.RequestInfo{Key: "k"}
+	if _, err := holder.Fetch(cache.FetchOptions{}, req); err != nil {
+		t.Fatal(err)
+	}
+	release = b.hangFetches()
+	t.Cleanup(release)
+	opts := cache.FetchOptions{MinIndex: 1, Timeout: wait}
+	hung = fetchAsync(ctx, holder, opts, req)
+	redistest.Eventually(t, wait, "the holder's query", func() bool { return holder.Stats().LeaseWins == 2 })
+	waited = fetchAsync(context.Background(), other, opts, req)
+	redistest.Eventually(t, wait, "the other to wait", func() bool { return other.Stats().Waits >= 1 })
+	b.mu.Lock()
+	b.hang = nil // the next fetch, the other's, does not hang
+	b.mu.Unlock()
+	return hung, waited, release
+}
+
+// takenOver checks that other, having taken over, returns the next
+// change, and ends the hung fetch.
+func takenOver(t *testing.T, b *fakeBackend, hung, waited <-chan fetchResult, release func()) {
+	t.Helper()
+	b.set("v2")
+	if r := receive(t, waited, wait); r.err != nil || r.res.Value != "v2@" {
+		t.Fatalf("other's fetch: %+v", r)
+	}
+	release()
+	receive(t, hung, wait)
+}
+
 // TestHolderDiesLeaseExpires: the lease holder's fetch hangs and it loses
 // Redis (as a crashed process would): its lease expires and a waiting
 // instance takes over within LeaseTTL and a second.
@@ -144,65 +178,30 @@ func TestHolderDiesLeaseExpires(t *testing.T) {
 	holderRedis := newClient(t)
 	holder := newTier(t, b, holderRedis, Options{Name: name, LeaseTTL: leaseTTL})
 	other := newTier(t, b, newClient(t), Options{Name: name, LeaseTTL: leaseTTL})
-	req := cache.RequestInfo{Key: "k"}
-	if _, err := holder.Fetch(cache.FetchOptions{}, req); err != nil {
-		t.Fatal(err)
-	}
-	release := b.hangFetches()
-	defer release()
-	opts := cache.FetchOptions{MinIndex: 1, Timeout: wait}
-	hung := fetchAsync(context.Background(), holder, opts, req)
-	eventually(t, wait, "the holder's query", func() bool { return holder.Stats().LeaseWins == 2 })
-	waited := fetchAsync(context.Background(), other, opts, req)
-	eventually(t, wait, "the other to wait", func() bool { return other.Stats().Waits >= 1 })
+	hung, waited, release := hungHolder(t, context.Background(), b, holder, other)
 
 	_ = holderRedis.Close() // the holder can neither renew nor release
 	died := time.Now()
-	b.mu.Lock()
-	b.hang = nil // the next fetch, the other's, does not hang
-	b.mu.Unlock()
-	eventually(t, leaseTTL+time.Second, "the other to take over", func() bool { return other.Stats().LeaseWins == 1 })
+	redistest.Eventually(t, leaseTTL+time.Second, "the other to take over", func() bool { return other.Stats().LeaseWins == 1 })
 	if took := time.Since(died); took > leaseTTL+time.Second {
 		t.Fatalf("took over after %s", took)
 	}
-	b.set("v2")
-	if r := receive(t, waited, wait); r.err != nil || r.res.Value != "v2@" {
-		t.Fatalf("other's fetch: %+v", r)
-	}
-	release()
-	receive(t, hung, wait)
+	takenOver(t, b, hung, waited, release)
 }
 
 // TestCancelledHolderReleasesLease: when the holder's fetch is abandoned
-// (its cache closed), it releases the lease at once.
+// (its cache closed), it releases the lease at once, long before it
+// would expire.
 func TestCancelledHolderReleasesLease(t *testing.T) {
 	b := newFakeBackend(true, "v1")
 	name := uniqueName(t)
 	holder := newTier(t, b, newClient(t), Options{Name: name, LeaseTTL: time.Minute})
 	other := newTier(t, b, newClient(t), Options{Name: name, LeaseTTL: time.Minute})
-	req := cache.RequestInfo{Key: "k"}
-	if _, err := holder.Fetch(cache.FetchOptions{}, req); err != nil {
-		t.Fatal(err)
-	}
-	release := b.hangFetches()
-	defer release()
 	ctx, cancel := context.WithCancel(context.Background())
-	opts := cache.FetchOptions{MinIndex: 1, Timeout: wait}
-	hung := fetchAsync(ctx, holder, opts, req)
-	eventually(t, wait, "the holder's query", func() bool { return holder.Stats().LeaseWins == 2 })
-	waited := fetchAsync(context.Background(), other, opts, req)
-	eventually(t, wait, "the other to wait", func() bool { return other.Stats().Waits >= 1 })
-	b.mu.Lock()
-	b.hang = nil
-	b.mu.Unlock()
+	hung, waited, release := hungHolder(t, ctx, b, holder, other)
 	cancel()
-	eventually(t, 5*time.Second, "the other to take over", func() bool { return other.Stats().LeaseWins == 1 })
-	b.set("v2")
-	if r := receive(t, waited, wait); r.err != nil || r.res.Value != "v2@" {
-		t.Fatalf("other's fetch: %+v", r)
-	}
-	release()
-	receive(t, hung, wait)
+	redistest.Eventually(t, 5*time.Second, "the other to take over", func() bool { return other.Stats().LeaseWins == 1 })
+	takenOver(t, b, hung, waited, release)
 }
 
 // TestCorruptRecord: a record that cannot be decoded is counted, fetched
@@ -291,7 +290,7 @@ func TestBlockingWaitTimesOut(t *testing.T) {
 	other := newTier(t, b, newClient(t), Options{Name: name})
 	req := cache.RequestInfo{Key: "k"}
 	held := fetchAsync(context.Background(), holder, cache.FetchOptions{MinIndex: 1, Timeout: wait}, req)
-	eventually(t, wait, "the holder's query", func() bool { return b.blockingCalls.Load() == 1 })
+	redistest.Eventually(t, wait, "the holder's query", func() bool { return b.blockingCalls.Load() == 1 })
 	r := receive(t, fetchAsync(context.Background(), other, cache.FetchOptions{MinIndex: 1, Timeout: 100 * time.Millisecond}, req), wait)
 	if r.err != nil || !r.res.NotModified || r.res.Index != 1 {
 		t.Fatalf("timed out wait: %+v", r)

@@ -179,19 +179,6 @@ func (b *fakeBackend) FetchContext(ctx context.Context, opts cache.FetchOptions,
 	}
 }
 
-// eventually polls cond every 10ms until it holds, failing the test if it
-// does not within d.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // fetchResult is the outcome of a fetch run in the background.
 type fetchResult struct {
 	res cache.FetchResult

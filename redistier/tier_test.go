@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentcache/cache"
+	"github.com/agentcache/cache/redistier/redistest"
 )
 
 // TestFleetSharesBlockingQueries runs five caches, each with its own tier
@@ -44,7 +45,7 @@ func TestFleetSharesBlockingQueries(t *testing.T) {
 	for i, ch := range events {
 		expectEvent(t, i, ch, "v0@tok")
 	}
-	eventually(t, wait, "a blocking query", func() bool { return b.blockingCalls.Load() >= 1 })
+	redistest.Eventually(t, wait, "a blocking query", func() bool { return b.blockingCalls.Load() >= 1 })
 	before := b.blockingCalls.Load()
 	for n := 1; n <= changes; n++ {
 		b.set(fmt.Sprintf("v%d", n))
@@ -54,14 +55,14 @@ func TestFleetSharesBlockingQueries(t *testing.T) {
 	}
 	// Each change ends one blocking query and starts the next; let the
 	// last one start before counting.
-	eventually(t, wait, "the next blocking query", func() bool { return b.blockingCalls.Load() >= before+changes })
+	redistest.Eventually(t, wait, "the next blocking query", func() bool { return b.blockingCalls.Load() >= before+changes })
 	if got := b.blockingCalls.Load() - before; got > changes+2 {
 		t.Fatalf("%d blocking backend queries for %d changes on %d instances, want about %d", got, changes, instances, changes)
 	}
 }
 
 // expectEvent waits for a Notify event with value want.
-func expectEvent(t *testing.T, instance int, ch <-chan cache.UpdateEvent, want string) {
+func expectEvent(t testing.TB, instance int, ch <-chan cache.UpdateEvent, want string) {
 	t.Helper()
 	select {
 	case ev := <-ch:
@@ -83,7 +84,7 @@ func TestColdInstanceIsServedFromRedis(t *testing.T) {
 	if v, _, err := warm.Get("t", req); err != nil || v != "v1@" {
 		t.Fatalf("warm Get: %v %v", v, err)
 	}
-	eventually(t, wait, "the warm refresh to block", func() bool { return b.blockingCalls.Load() == 1 })
+	redistest.Eventually(t, wait, "the warm refresh to block", func() bool { return b.blockingCalls.Load() == 1 })
 	calls := b.calls.Load()
 
 	tier := newTier(t, b, newClient(t), Options{Name: name})
@@ -93,7 +94,7 @@ func TestColdInstanceIsServedFromRedis(t *testing.T) {
 		t.Fatalf("cold Get: %v %+v %v", v, meta, err)
 	}
 	// The cold refresh waits on the warm one's blocking query.
-	eventually(t, wait, "the cold refresh to wait", func() bool { return tier.Stats().Waits >= 1 })
+	redistest.Eventually(t, wait, "the cold refresh to wait", func() bool { return tier.Stats().Waits >= 1 })
 	if got := b.calls.Load() - calls; got != 0 {
 		t.Fatalf("cold instance made %d backend calls, want 0", got)
 	}
@@ -117,7 +118,7 @@ func TestNonBlockingSharesOneFetch(t *testing.T) {
 		tiers = append(tiers, tier)
 		results = append(results, fetchAsync(context.Background(), tier, cache.FetchOptions{}, cache.RequestInfo{Key: "k"}))
 	}
-	eventually(t, wait, "the others to wait", func() bool {
+	redistest.Eventually(t, wait, "the others to wait", func() bool {
 		waits := uint64(0)
 		for _, tier := range tiers {
 			waits += tier.Stats().Waits
@@ -221,9 +222,9 @@ func TestTokensNeverReachRedis(t *testing.T) {
 	b.failWith(fmt.Errorf("permission denied for token %s", token))
 	opts := cache.FetchOptions{MinIndex: 1, Timeout: wait}
 	held := fetchAsync(context.Background(), holder, opts, req)
-	eventually(t, wait, "the holder's query", func() bool { return b.blockingCalls.Load() == 1 })
+	redistest.Eventually(t, wait, "the holder's query", func() bool { return b.blockingCalls.Load() == 1 })
 	waited := fetchAsync(context.Background(), waiter, opts, req)
-	eventually(t, wait, "the waiter to wait", func() bool { return waiter.Stats().Waits == 1 })
+	redistest.Eventually(t, wait, "the waiter to wait", func() bool { return waiter.Stats().Waits == 1 })
 	release()
 	if r := receive(t, held, wait); r.err == nil {
 		t.Fatalf("holder's fetch succeeded: %+v", r)

@@ -40,7 +40,7 @@ func TestFleetSurvivesARedisRestart(t *testing.T) {
 		}
 	}()
 	for i, w := range watchers {
-		eventually(t, wait, fmt.Sprintf("instance %d to have every key", i), func() bool { return w.hasAll(ks) })
+		redistest.Eventually(t, wait, fmt.Sprintf("instance %d to have every key", i), func() bool { return w.hasAll(ks) })
 	}
 	// perChange runs writes and returns the blocking etcd queries per
 	// change. Every instance must see every change, or, with lax, at
@@ -51,7 +51,7 @@ func TestFleetSurvivesARedisRestart(t *testing.T) {
 		before := f.blockingCalls()
 		written := writer(ctx, t, cli, ks, writes, 20*time.Millisecond)
 		for i, w := range watchers {
-			if !poll(wait, func() bool { return w.sawAll(written, lax) }) {
+			if !redistest.Poll(wait, func() bool { return w.sawAll(written, lax) }) {
 				t.Fatalf("instance %d misses %s", i, w.missing(written))
 			}
 		}
@@ -94,10 +94,7 @@ func TestFleetSurvivesARedisRestart(t *testing.T) {
 // holds a key's lease hangs in etcd and is closed; another instance takes
 // over within LeaseTTL and a second, and the fleet sees the next change.
 func TestLeaseHolderHangsAndIsClosed(t *testing.T) {
-	addr := redistest.Shared(t).Addr()
-	cli := newEtcdClient(t)
-	ks := newKeys(t, cli, 1)
-	name := fmt.Sprintf("kv-%s-%d", t.Name(), runs.Add(1))
+	addr, cli, ks, name := setup(t, 1)
 	holder := newInstance(t, name, addr)
 	hang := make(chan struct{})
 	defer close(hang)
@@ -107,14 +104,14 @@ func TestLeaseHolderHangsAndIsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, "the holder's blocking query", func() bool { return holder.backend.blocking.Load() == 1 })
+	redistest.Eventually(t, wait, "the holder's blocking query", func() bool { return holder.backend.blocking.Load() == 1 })
 
 	others := newFleet(t, 2, name, addr)
 	for _, in := range others {
 		if _, _, err := in.cache.Get("kv", req); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, wait, "the others to wait", func() bool { return in.tier.Stats().Waits >= 1 })
+		redistest.Eventually(t, wait, "the others to wait", func() bool { return in.tier.Stats().Waits >= 1 })
 	}
 	if n := others.blockingCalls(); n != 0 {
 		t.Fatalf("%d blocking queries while the holder had the lease", n)
@@ -122,7 +119,7 @@ func TestLeaseHolderHangsAndIsClosed(t *testing.T) {
 
 	holder.close()
 	closed := time.Now()
-	eventually(t, leaseTTL+time.Second, "another instance to take over", func() bool { return others.blockingCalls() >= 1 })
+	redistest.Eventually(t, leaseTTL+time.Second, "another instance to take over", func() bool { return others.blockingCalls() >= 1 })
 	t.Logf("taken over %s after the holder closed", time.Since(closed).Round(time.Millisecond))
 	put(t, cli, ks[0], "v1")
 	for i, in := range others {
@@ -137,10 +134,7 @@ func TestLeaseHolderHangsAndIsClosed(t *testing.T) {
 // its key fetched from etcd and the record overwritten, so that the next
 // instance is served from Redis again.
 func TestCorruptRecordIsReplaced(t *testing.T) {
-	addr := redistest.Shared(t).Addr()
-	cli := newEtcdClient(t)
-	ks := newKeys(t, cli, 3)
-	name := fmt.Sprintf("kv-%s-%d", t.Name(), runs.Add(1))
+	addr, _, ks, name := setup(t, 3)
 	warm := newInstance(t, name, addr)
 	for _, k := range ks {
 		if _, _, err := warm.cache.Get("kv", &etcdcache.KVRequest{Key: k}); err != nil {

@@ -18,10 +18,7 @@ import (
 // instance gets every key from Redis without a single etcd call.
 func TestFleetOneQueryPerChange(t *testing.T) {
 	const instances, nkeys, writes = 10, 100, 200
-	addr := redistest.Shared(t).Addr()
-	cli := newEtcdClient(t)
-	ks := newKeys(t, cli, nkeys)
-	name := fmt.Sprintf("kv-%s-%d", t.Name(), runs.Add(1))
+	addr, cli, ks, name := setup(t, nkeys)
 	shared := newFleet(t, instances, name, addr)
 	plain := newFleet(t, instances, "", "")
 
@@ -39,11 +36,11 @@ func TestFleetOneQueryPerChange(t *testing.T) {
 		}
 	}()
 	for i, w := range watchers {
-		eventually(t, wait, fmt.Sprintf("instance %d to have every key", i), func() bool { return w.hasAll(ks) })
+		redistest.Eventually(t, wait, fmt.Sprintf("instance %d to have every key", i), func() bool { return w.hasAll(ks) })
 	}
 	// Every key's refresh blocks: once per key with the tier, once per
 	// key and instance without.
-	eventually(t, wait, "the refreshes to block", func() bool {
+	redistest.Eventually(t, wait, "the refreshes to block", func() bool {
 		return shared.blockingCalls() >= nkeys && plain.blockingCalls() >= instances*nkeys
 	})
 	sharedBefore, plainBefore := shared.blockingCalls(), plain.blockingCalls()
@@ -51,11 +48,11 @@ func TestFleetOneQueryPerChange(t *testing.T) {
 	written := writer(ctx, t, cli, ks, writes, 10*time.Millisecond)
 	changes := count(written)
 	for i, w := range watchers {
-		eventually(t, wait, fmt.Sprintf("instance %d to see every change", i), func() bool { return w.sawAll(written, false) })
+		redistest.Eventually(t, wait, fmt.Sprintf("instance %d to see every change", i), func() bool { return w.sawAll(written, false) })
 	}
 	// Each change ends one blocking query and starts the next: wait for
 	// the last ones to start before counting.
-	eventually(t, wait, "the next queries", func() bool {
+	redistest.Eventually(t, wait, "the next queries", func() bool {
 		return shared.blockingCalls()-sharedBefore >= int64(changes) && plain.blockingCalls()-plainBefore >= int64(instances*changes)
 	})
 	time.Sleep(200 * time.Millisecond) // let stragglers show up in the counts

@@ -12,6 +12,7 @@ import (
 	"github.com/agentcache/cache"
 	"github.com/agentcache/cache/examples/etcdcache"
 	"github.com/agentcache/cache/redistier"
+	"github.com/agentcache/cache/redistier/redistest"
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -143,6 +144,15 @@ func (f fleet) stats() redistier.Stats {
 		s.Waits += x.Waits
 	}
 	return s
+}
+
+// setup returns the shared Redis's address, an etcd client, n new keys
+// and a tier Name private to the test.
+func setup(t testing.TB, n int) (string, *clientv3.Client, keys, string) {
+	t.Helper()
+	addr := redistest.Shared(t).Addr()
+	cli := newEtcdClient(t)
+	return addr, cli, newKeys(t, cli, n), fmt.Sprintf("kv-%s-%d", t.Name(), runs.Add(1))
 }
 
 // keys is a set of etcd keys private to one test.
@@ -323,30 +333,4 @@ func count(writes map[string][]write) int {
 		n += len(ws)
 	}
 	return n
-}
-
-// poll polls cond every 20ms until it holds or d passes, and reports
-// whether it held.
-func poll(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
-}
-
-// eventually polls cond every 20ms until it holds, failing the test if it
-// does not within d.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

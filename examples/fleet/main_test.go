@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/agentcache/cache/examples/internal/embedetcd"
@@ -22,18 +21,12 @@ func TestMain(m *testing.M) {
 // runTests starts etcd, then the shared redis-server (see redistest.Main),
 // and runs the tests.
 func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "fleet-test-")
+	srv, stop, err := embedetcd.StartTemp("fleet-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	srv, err := embedetcd.Start(filepath.Join(dir, "etcd"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer srv.Stop()
+	defer stop()
 	etcd = srv
 	// go-redis logs connections it drops after a cancelled call; the
 	// tests cancel calls on purpose.

@@ -243,3 +243,25 @@ func New(tb testing.TB) *Server {
 	tb.Cleanup(s.Stop)
 	return s
 }
+
+// Poll calls cond every 10ms until it holds or d passes, and reports
+// whether it held. Tests use it to wait for something that happens in the
+// background, with a deadline, instead of sleeping.
+func Poll(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// Eventually fails the test unless cond holds within d (see Poll).
+func Eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	if !Poll(d, cond) {
+		tb.Fatalf("gave up after %s waiting for %s", d, what)
+	}
+}
