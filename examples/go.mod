@@ -4,7 +4,9 @@ go 1.26.0
 
 require (
 	github.com/agentcache/cache v0.0.0-00010101000000-000000000000
+	github.com/agentcache/cache/redistier v0.0.0-00010101000000-000000000000
 	github.com/armon/go-metrics v0.4.1
+	github.com/redis/go-redis/v9 v9.23.0
 	go.etcd.io/etcd/api/v3 v3.6.16
 	go.etcd.io/etcd/client/v3 v3.6.16
 	go.etcd.io/etcd/server/v3 v3.6.16
@@ -60,6 +62,7 @@ require (
 	go.opentelemetry.io/otel/sdk v1.45.0 // indirect
 	go.opentelemetry.io/otel/trace v1.45.0 // indirect
 	go.opentelemetry.io/proto/otlp v1.11.0 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
@@ -76,3 +79,5 @@ require (
 )
 
 replace github.com/agentcache/cache => ../
+
+replace github.com/agentcache/cache/redistier => ../redistier

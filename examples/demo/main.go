@@ -7,6 +7,11 @@
 // with:
 //
 //	go -C examples run ./demo
+//
+// With -instances N it runs N caches; adding -redis ADDR (or -redis local,
+// which starts a redis-server from PATH) runs N more that share their
+// fetches through redistier, and the summary compares the blocking etcd
+// queries per write of the two fleets.
 package main
 
 import (
@@ -14,13 +19,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
-	"github.com/agentcache/cache"
-	"github.com/agentcache/cache/examples/etcdcache"
 	metrics "github.com/armon/go-metrics"
 )
 
@@ -34,11 +38,13 @@ type options struct {
 	think          time.Duration
 	refreshTimeout time.Duration
 	prefix         string
+	instances      int
+	redis          string
 }
 
 func main() {
 	o := parseFlags()
-	if err := run(o); err != nil {
+	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -55,6 +61,8 @@ func parseFlags() options {
 	flag.DurationVar(&o.think, "think", time.Millisecond, "pause between two Gets of one reader, as a client doing other work would (0: Get in a tight loop)")
 	flag.DurationVar(&o.refreshTimeout, "refresh-timeout", 10*time.Minute, "longest blocking query (watch) of the background refresh")
 	flag.StringVar(&o.prefix, "prefix", "/agentcache-demo/", "etcd key prefix for the demo's keys; they are deleted at the end")
+	flag.IntVar(&o.instances, "instances", 1, "number of cache instances (each with its own cache.New) sharing the readers; above 1 the summary shows etcd fetches per write")
+	flag.StringVar(&o.redis, "redis", "", "`host:port` of a Redis: run a second fleet of -instances caches that share their fetches through redistier, and compare; \"local\" starts a redis-server from PATH")
 	flag.Usage = func() {
 		out := flag.CommandLine.Output()
 		fmt.Fprintf(out, "Usage: demo [flags]\n\n")
@@ -64,16 +72,16 @@ func parseFlags() options {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if flag.NArg() > 0 || o.readers < 1 || o.keys < 1 || o.writesPerSec < 0 || o.duration <= 0 || o.think < 0 || o.refreshTimeout <= 0 || o.prefix == "" {
+	if flag.NArg() > 0 || o.readers < 1 || o.keys < 1 || o.writesPerSec < 0 || o.duration <= 0 || o.think < 0 || o.refreshTimeout <= 0 || o.prefix == "" || o.instances < 1 {
 		flag.Usage()
 		os.Exit(2)
 	}
 	return o
 }
 
-// run runs the demo; every resource it acquires is released before it
-// returns, also when it is interrupted.
-func run(o options) error {
+// run runs the demo, printing to out; every resource it acquires is
+// released before it returns, also when it is interrupted.
+func run(o options, out io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -91,14 +99,14 @@ func run(o options) error {
 	}
 	defer b.close()
 
-	c := cache.New(nil)
-	reg := &cache.RegisterOptions{Refresh: true, RefreshTimeout: o.refreshTimeout}
-	c.RegisterType("kv", &etcdcache.KV{Client: b.cli}, reg)
-	c.RegisterType("prefix", &etcdcache.Prefix{Client: b.cli}, reg)
+	f, err := openFleets(o, b.cli)
+	if err != nil {
+		return err
+	}
 
-	w := &workload{cache: c, cli: b.cli, prefix: o.prefix, readers: o.readers, think: o.think, writesPerSec: o.writesPerSec}
-	defer w.cleanup() // after the cache is closed, before the client is
-	defer c.Close()
+	w := &workload{caches: f.caches, cli: b.cli, prefix: o.prefix, readers: o.readers, think: o.think, writesPerSec: o.writesPerSec}
+	defer w.cleanup() // after the caches are closed, before the client is
+	defer f.close()
 	seedCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = w.seed(seedCtx, o.keys)
 	cancel()
@@ -106,10 +114,10 @@ func run(o options) error {
 		return err
 	}
 
-	fmt.Printf("%d readers, %d keys, %.4g writes/s for %s against %s (Ctrl-C stops)\n", o.readers, o.keys, o.writesPerSec, o.duration, b.describe())
+	fmt.Fprintf(out, "%d readers, %d keys, %.4g writes/s for %s against %s (Ctrl-C stops)\n", o.readers, o.keys, o.writesPerSec, o.duration, b.describe())
 	runCtx, cancel := context.WithTimeout(ctx, o.duration)
 	defer cancel()
-	r := &reporter{out: os.Stdout, tally: newTally(sink), w: w, started: time.Now()}
+	r := &reporter{out: out, tally: newTally(sink), w: w, started: time.Now(), extra: f.report}
 	wait, err := w.start(runCtx)
 	if err != nil {
 		return err
@@ -117,7 +125,7 @@ func run(o options) error {
 	everySecond(runCtx, r.status)
 	wait()
 	if errors.Is(ctx.Err(), context.Canceled) {
-		fmt.Println("interrupted")
+		fmt.Fprintln(out, "interrupted")
 	}
 	r.summary(o, b.describe())
 	return nil

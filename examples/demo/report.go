@@ -15,6 +15,10 @@ type reporter struct {
 	started time.Time
 	prevLat []uint64 // latency buckets at the last status line
 	prevEvt int64    // Notify events at the last status line
+
+	// extra, if set, adds rows at the end of the summary, given the
+	// writes to etcd.
+	extra func(row func(name, value, note string), writes float64)
 }
 
 // status prints one line about the last whole second.
@@ -78,6 +82,9 @@ func (r *reporter) summary(o options, backend string) {
 	row("writes to etcd", group(float64(r.w.writes.Load())), "")
 	row("Notify events (prefix)", group(float64(r.w.events.Load())), "")
 	row("Get latency p50 / p99 / max", fmt.Sprintf("%s / %s / %s", round(p[0]), round(p[1]), round(time.Duration(r.w.latency.max.Load()))), "")
+	if r.extra != nil {
+		r.extra(row, float64(r.w.writes.Load()))
+	}
 }
 
 // group formats a count with thousands separators.

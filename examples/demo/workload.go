@@ -17,7 +17,7 @@ import (
 // random keys at a fixed rate, and a Notify subscriber follows the whole
 // prefix.
 type workload struct {
-	cache        *cache.Cache
+	caches       []*cache.Cache // readers use them in turn; each has a subscriber
 	cli          *clientv3.Client
 	prefix       string
 	requests     []*etcdcache.KVRequest // one per key, shared by the readers
@@ -54,13 +54,16 @@ func (w *workload) seed(ctx context.Context, keys int) error {
 // ctx is done. The returned function waits for them to end.
 func (w *workload) start(ctx context.Context) (wait func(), err error) {
 	var wg sync.WaitGroup
-	events := make(chan cache.UpdateEvent, 64)
-	if err := w.cache.Notify(ctx, "prefix", &etcdcache.PrefixRequest{Prefix: w.prefix}, "all-keys", events); err != nil {
-		return nil, err
+	for _, c := range w.caches {
+		events := make(chan cache.UpdateEvent, 64)
+		if err := c.Notify(ctx, "prefix", &etcdcache.PrefixRequest{Prefix: w.prefix}, "all-keys", events); err != nil {
+			return nil, err
+		}
+		wg.Go(func() { w.subscribe(ctx, events) })
 	}
-	wg.Go(func() { w.subscribe(ctx, events) })
 	for i := 0; i < w.readers; i++ {
-		wg.Go(func() { w.read(ctx) })
+		c := w.caches[i%len(w.caches)]
+		wg.Go(func() { w.read(ctx, c) })
 	}
 	if w.writesPerSec > 0 {
 		wg.Go(func() { w.write(ctx) })
@@ -68,12 +71,12 @@ func (w *workload) start(ctx context.Context) (wait func(), err error) {
 	return wg.Wait, nil
 }
 
-// read Gets random keys until ctx is done.
-func (w *workload) read(ctx context.Context) {
+// read Gets random keys from c until ctx is done.
+func (w *workload) read(ctx context.Context, c *cache.Cache) {
 	for ctx.Err() == nil {
 		req := w.requests[rand.IntN(len(w.requests))]
 		start := time.Now()
-		_, _, err := w.cache.Get("kv", req)
+		_, _, err := c.Get("kv", req)
 		w.latency.record(time.Since(start))
 		if err != nil {
 			w.getErrors.Add(1)

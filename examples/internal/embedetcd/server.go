@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -111,4 +113,22 @@ func freeURL() (url.URL, error) {
 		return url.URL{}, fmt.Errorf("embedetcd: pick a port: %w", err)
 	}
 	return url.URL{Scheme: "http", Host: addr}, nil
+}
+
+// StartTemp starts a server in a new temporary directory whose name
+// begins with pattern (as os.MkdirTemp takes it). The returned function
+// stops the server and removes the directory.
+func StartTemp(pattern string) (*Server, func(), error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := Start(filepath.Join(dir, "etcd"))
+	if err != nil {
+		return nil, nil, errors.Join(err, os.RemoveAll(dir))
+	}
+	return s, func() {
+		s.Stop()
+		_ = os.RemoveAll(dir)
+	}, nil
 }
