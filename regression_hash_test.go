@@ -85,8 +85,8 @@ func probeLengths(c *Cache) (mean float64, longest int) {
 // newCollidingCache returns a cache in which every partition hashes to 0:
 // all share shard 0 and one probe sequence, and only the comparison of
 // whole keys tells them apart.
-func newCollidingCache(opts *Options) *Cache {
-	c := New(opts)
+func newCollidingCache() *Cache {
+	c := New(nil)
 	c.hashSeed.mask = 0 // no entry yet, and no lookup: nothing has hashed
 	return c
 }
@@ -173,7 +173,7 @@ func TestRegression_HashCollisionsKeptApart(t *testing.T) {
 	hit := true
 
 	t.Run("seam", func(t *testing.T) {
-		c := newCollidingCache(nil)
+		c := newCollidingCache()
 		defer c.Close()
 		for _, p := range ps {
 			k := c.makeKey(nil, p.typ, p.dc, p.token, p.key)
@@ -184,7 +184,7 @@ func TestRegression_HashCollisionsKeptApart(t *testing.T) {
 
 	t.Run("fills and hits", func(t *testing.T) {
 		t.Parallel()
-		c := newCollidingCache(nil)
+		c := newCollidingCache()
 		defer c.Close()
 		fetches := collidingTypes(c, nil)
 		getAllConcurrently(t, c, ps, 4, nil)
@@ -212,7 +212,7 @@ func TestRegression_HashCollisionsKeptApart(t *testing.T) {
 // while the other half are fetched, then checks that each partition hits
 // its own value and that only the second half was fetched.
 func testCollidingPrepopulate(t *testing.T, ps []entryKey) {
-	c := newCollidingCache(nil)
+	c := newCollidingCache()
 	defer c.Close()
 	fetches := collidingTypes(c, nil)
 	half := len(ps) / 2
@@ -242,7 +242,7 @@ func testCollidingPrepopulate(t *testing.T, ps []entryKey) {
 // and that each partition still gets its own value.
 func testCollidingExpiry(t *testing.T, ps []entryKey) {
 	const ttl = time.Minute
-	c := newCollidingCache(nil)
+	c := newCollidingCache()
 	defer c.Close()
 	fetches := collidingTypes(c, &RegisterOptions{LastGetTTL: ttl})
 	hit := true
