@@ -94,7 +94,7 @@ func (k keyRef) shard() uint8 {
 // stalls on its stores, and hashing the four fields takes four calls:
 // either costs a hit about a tenth of its time.
 type keyHash struct {
-	seed, k1, k2 uint64
+	seed, k1, k2, k3 uint64
 	// mask is ANDed into every hash: all ones, except in tests that make
 	// every partition collide.
 	mask uint64
@@ -102,15 +102,25 @@ type keyHash struct {
 
 // newKeyHash returns a keyHash with new random secrets.
 func newKeyHash() keyHash {
-	return keyHash{seed: rand.Uint64(), k1: rand.Uint64(), k2: rand.Uint64() | 1, mask: ^uint64(0)}
+	return keyHash{
+		seed: rand.Uint64(),
+		k1:   rand.Uint64(),
+		k2:   rand.Uint64() | 1,
+		k3:   rand.Uint64(),
+		mask: ^uint64(0),
+	}
 }
 
-// sum hashes a partition from its fields.
+// sum hashes a partition from its fields. The last multiplication mixes
+// every bit into the shard and slot bits: without it, keys that differ in
+// a few bytes only, such as counters after a common prefix, crowd some
+// slots under some seeds, doubling the mean probe.
 func (kh *keyHash) sum(typ, dc, token, key string) uint64 {
 	h := kh.field(kh.seed, typ)
 	h = kh.field(h, dc)
 	h = kh.field(h, token)
-	return kh.field(h, key) & kh.mask
+	h = kh.field(h, key)
+	return mix(h, kh.k3) & kh.mask
 }
 
 // field folds s, and its length, into h. k2 is odd, so lengths stay
