@@ -3,11 +3,13 @@ package cache
 import (
 	"container/heap"
 	"context"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -555,4 +557,103 @@ func BenchmarkNotifyFanout(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(bb.answered.Load()-before)/float64(rounds*nkeys), "fetches/change")
+}
+
+// oldHashM1 is the constant the cache's hash once XORed the first eight
+// bytes of a key with before multiplying: any key of 8 to 16 bytes that
+// starts with it, little-endian, hashed to 0 whatever the seed.
+const oldHashM1 = 0xa0761d6478bd642f
+
+// adversarialKinds are the kinds of keys adversarialKeys makes.
+var adversarialKinds = []string{"crafted", "longprefix", "random", "randomlong"}
+
+// adversarialKeys returns n distinct keys of a kind: "crafted", 9 to 13
+// bytes that start with oldHashM1; "longprefix", a common 200-byte prefix
+// and a counter; and the baselines, "random", 12 random letters and
+// digits, and "randomlong", 204 of them.
+func adversarialKeys(kind string, n int) []string {
+	keys := make([]string, 0, n)
+	seen := make(map[string]bool, n)
+	prefix := strings.Repeat("/v1/health/service/web?", 10)[:200]
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	for i := 0; len(keys) < n; i++ {
+		var k string
+		switch kind {
+		case "crafted":
+			k = string(binary.LittleEndian.AppendUint64(nil, oldHashM1)) + strconv.Itoa(i)
+		case "longprefix":
+			k = prefix + strconv.Itoa(i)
+		case "random", "randomlong":
+			b := make([]byte, 12)
+			if kind == "randomlong" {
+				b = make([]byte, 204)
+			}
+			for j := range b {
+				b[j] = alphabet[rand.IntN(len(alphabet))]
+			}
+			k = string(b)
+		default:
+			panic("unknown kind " + kind)
+		}
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// BenchmarkAdversarialKeys measures misses and hits of 20,000 keys
+// crafted to collide under the cache's former hash, and of keys sharing a
+// long prefix, against random keys. A miss fills every key into a fresh
+// cache through a trivial type; a hit gets every key once from a warm
+// cache. Both report ns/key, which should not depend on the kind of key,
+// only on its length.
+func BenchmarkAdversarialKeys(b *testing.B) {
+	const n = 20_000
+	typ := FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+		return FetchResult{Value: 1, Index: 1}, nil
+	})
+	getAll := func(b *testing.B, c *Cache, reqs []Request) {
+		for _, r := range reqs {
+			if _, _, err := c.Get("t", r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	perKey := func(b *testing.B, ops int) {
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(ops*n), "ns/key")
+	}
+	for _, kind := range adversarialKinds {
+		reqs := make([]Request, n)
+		for i, k := range adversarialKeys(kind, n) {
+			reqs[i] = RequestInfo{Datacenter: "dc1", Token: "tok", Key: k}
+		}
+		b.Run("miss/"+kind, func(b *testing.B) {
+			ops := 0
+			for b.Loop() {
+				c := New(nil)
+				c.RegisterType("t", typ, nil)
+				getAll(b, c, reqs)
+				b.StopTimer()
+				c.Close()
+				b.StartTimer()
+				ops++
+			}
+			perKey(b, ops)
+		})
+		b.Run("hit/"+kind, func(b *testing.B) {
+			c := New(nil)
+			defer c.Close()
+			c.RegisterType("t", typ, nil)
+			getAll(b, c, reqs)
+			b.ReportAllocs()
+			ops := 0
+			for b.Loop() {
+				getAll(b, c, reqs)
+				ops++
+			}
+			perKey(b, ops)
+		})
+	}
 }

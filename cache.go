@@ -3,7 +3,6 @@ package cache
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,7 +44,7 @@ type Cache struct {
 	// shards hold the entries, spread by a hash of their key so that
 	// writers of different keys do not share a lock.
 	shards   [shardCount]shard
-	hashSeed uint64       // of the key hash; varies between caches
+	hashSeed keyHash      // hashes keys with a seed of this cache
 	count    atomic.Int64 // entries in all shards
 
 	// expiryMu guards expiry and the heap fields of every entry. Lock
@@ -118,7 +117,7 @@ func New(opts *Options) *Cache {
 		o = *opts
 	}
 	c := &Cache{
-		hashSeed:     rand.Uint64(),
+		hashSeed:     newKeyHash(),
 		expiryNotify: make(chan struct{}, 1),
 		// One nanosecond before now, so that no offset is 0: stored
 		// offsets use 0 for "never".

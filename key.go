@@ -3,6 +3,7 @@ package cache
 import (
 	"encoding/binary"
 	"math/bits"
+	"math/rand/v2"
 )
 
 // entryKey is an entry's partition: type, datacenter, ACL token and
@@ -66,13 +67,13 @@ func (c *Cache) makeKey(buf []byte, typ, dc, token, key string) keyRef {
 	if buf == nil {
 		buf = make([]byte, 0, len(typ)+len(dc)+len(token)+len(key)+3*binary.MaxVarintLen64)
 	}
-	return keyRef{appendKey(buf[:0], typ, dc, token, key), hashKey(c.hashSeed, typ, dc, token, key)}
+	return keyRef{appendKey(buf[:0], typ, dc, token, key), c.hashSeed.sum(typ, dc, token, key)}
 }
 
 // hashOf returns the hash of an entry's key.
 func (c *Cache) hashOf(e *entry) uint64 {
 	k := decodeKey(e.key)
-	return hashKey(c.hashSeed, k.typ, k.dc, k.token, k.key)
+	return c.hashSeed.sum(k.typ, k.dc, k.token, k.key)
 }
 
 // shard returns the index of the shard that holds the key's entry.
@@ -80,27 +81,54 @@ func (k keyRef) shard() uint8 {
 	return uint8(k.hash >> (64 - shardBits))
 }
 
-// Multipliers of wyhash, whose mixing step hashKey uses.
-const (
-	hashM1 = 0xa0761d6478bd642f
-	hashM2 = 0xe7037ed1a0b428db
-)
-
-// hashKey hashes a partition from its fields, seeded so that which keys
-// share a shard or a probe sequence differs between caches and processes.
-// The top bits pick the shard, the low bits the first slot to probe.
-func hashKey(seed uint64, typ, dc, token, key string) uint64 {
-	h := hashField(seed, typ)
-	h = hashField(h, dc)
-	h = hashField(h, token)
-	return hashField(h, key)
+// keyHash hashes partitions for one cache: the top bits of a hash pick the
+// shard, the low bits the first slot to probe. It is wyhash's mixing step
+// keyed with secrets of its own, drawn at random for each cache, as the Go
+// runtime hashes map keys where the CPU lacks AES. The secrets keep which
+// keys collide unknown outside the process. They were once wyhash's
+// public constants, and XORing a key with one before multiplying let
+// anyone craft keys whose product, and so hash, was 0 under every seed
+// (see TestRegression_HashFlooding).
+//
+// hash/maphash would do as well, but reading the encoded key just written
+// stalls on its stores, and hashing the four fields takes four calls:
+// either costs a hit about a tenth of its time.
+type keyHash struct {
+	seed, k1, k2, k3 uint64
+	// mask is ANDed into every hash: all ones, except in tests that make
+	// every partition collide.
+	mask uint64
 }
 
-// hashField folds s, and its length, into h with wyhash's mixing step.
-func hashField(h uint64, s string) uint64 {
+// newKeyHash returns a keyHash with new random secrets.
+func newKeyHash() keyHash {
+	return keyHash{
+		seed: rand.Uint64(),
+		k1:   rand.Uint64(),
+		k2:   rand.Uint64() | 1,
+		k3:   rand.Uint64(),
+		mask: ^uint64(0),
+	}
+}
+
+// sum hashes a partition from its fields. The last multiplication mixes
+// every bit into the shard and slot bits: without it, keys that differ in
+// a few bytes only, such as counters after a common prefix, crowd some
+// slots under some seeds, doubling the mean probe.
+func (kh *keyHash) sum(typ, dc, token, key string) uint64 {
+	h := kh.field(kh.seed, typ)
+	h = kh.field(h, dc)
+	h = kh.field(h, token)
+	h = kh.field(h, key)
+	return mix(h, kh.k3) & kh.mask
+}
+
+// field folds s, and its length, into h. k2 is odd, so lengths stay
+// distinct once multiplied by it.
+func (kh *keyHash) field(h uint64, s string) uint64 {
 	n := uint64(len(s))
 	if len(s) > 16 {
-		h, s = hashLong(h, s)
+		h, s = kh.long(h, s)
 	}
 	var a, b uint64
 	switch m := len(s); {
@@ -111,14 +139,14 @@ func hashField(h uint64, s string) uint64 {
 	case m > 0:
 		a = uint64(s[0])<<16 | uint64(s[m>>1])<<8 | uint64(s[m-1])
 	}
-	return mix(a^hashM1, b^h^n*hashM2)
+	return mix(a^kh.k1, b^h^n*kh.k2)
 }
 
-// hashLong folds s into h 16 bytes at a time, until at most 16 are left,
-// and returns those.
-func hashLong(h uint64, s string) (uint64, string) {
+// long folds s into h 16 bytes at a time, until at most 16 are left, and
+// returns those.
+func (kh *keyHash) long(h uint64, s string) (uint64, string) {
 	for len(s) > 16 {
-		h = mix(le64(s)^hashM1, le64(s[8:])^h)
+		h = mix(le64(s)^kh.k1, le64(s[8:])^h)
 		s = s[16:]
 	}
 	return h, s

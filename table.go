@@ -50,7 +50,9 @@ var emptyTable = &table{slots: make([]slot, 1)}
 // minTableSlots is the size of a shard's first real table.
 const minTableSlots = 16
 
-// get returns the entry of k's partition, or nil.
+// get returns the entry of k's partition, or nil. Equal hashes say
+// nothing: only the whole encoded key tells partitions apart, so that no
+// collision serves one type's, datacenter's or token's entry to another.
 func (t *table) get(k *keyRef) *entry {
 	for i := k.hash & t.mask; ; i = (i + 1) & t.mask {
 		s := &t.slots[i]

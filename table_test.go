@@ -170,8 +170,10 @@ func TestNewEntry_keys(t *testing.T) {
 }
 
 // Pins: partitions that differ in one field, or only in where their
-// fields split, hash differently, so they do not share probe sequences.
-func TestHashKey_fields(t *testing.T) {
+// fields split, hash differently, so they do not share probe sequences;
+// each cache hashes with its own seed; an entry's key rehashes to the
+// hash it was looked up with.
+func TestKeyHash_fields(t *testing.T) {
 	t.Parallel()
 	keys := []entryKey{
 		{"t", "dc1", "tok", "k"},
@@ -189,12 +191,17 @@ func TestHashKey_fields(t *testing.T) {
 		{"t", "dc1", "tok", strings.Repeat("y", 17)},
 		{"t", "dc1", "tok", strings.Repeat("y", 16) + "z"},
 	}
+	c1, c2 := New(nil), New(nil)
+	defer c1.Close()
+	defer c2.Close()
 	seen := map[uint64]entryKey{}
 	for _, k := range keys {
-		h := hashKey(1, k.typ, k.dc, k.token, k.key)
-		prev, dup := seen[h]
+		ref := c1.makeKey(nil, k.typ, k.dc, k.token, k.key)
+		prev, dup := seen[ref.hash]
 		require.False(t, dup, "%+v and %+v hash alike", prev, k)
-		seen[h] = k
-		require.NotEqual(t, h, hashKey(2, k.typ, k.dc, k.token, k.key), "the seed changes the hash")
+		seen[ref.hash] = k
+		require.Equal(t, ref.hash, c1.hashOf(newEntry(ref.b)), "hashOf(%+v)", k)
+		require.NotEqual(t, ref.hash, c2.makeKey(nil, k.typ, k.dc, k.token, k.key).hash,
+			"the seed changes the hash")
 	}
 }
