@@ -10,6 +10,8 @@ import "fmt"
 // Request to fetch with). It returns an error for an unknown type, an empty
 // key, a nil Value or a zero Index, and ErrClosed after Close.
 func (c *Cache) Prepopulate(t string, res FetchResult, dc, token, key string) error {
+	// Five parameters, unlike the rest of the package: a partition's four
+	// fields and the result.
 	te := c.typeEntry(t)
 	switch {
 	case te == nil:

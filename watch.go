@@ -46,6 +46,7 @@ type UpdateEvent struct {
 // Notify returns an error if ctx, r or ch is nil, t is not registered, r
 // has a negative Timeout or MaxAge, or the cache is closed (ErrClosed).
 func (c *Cache) Notify(ctx context.Context, t string, r Request, correlationID string, ch chan<- UpdateEvent) error {
+	// Five parameters, unlike the rest of the package: the seed's API.
 	if ch == nil {
 		return fmt.Errorf("cache: Notify of type %q: nil channel", t)
 	}
@@ -64,6 +65,8 @@ func (c *Cache) Notify(ctx context.Context, t string, r Request, correlationID s
 // looks for the next change, so cb should be quick. It returns the errors
 // Notify does, with a nil cb in place of a nil channel.
 func (c *Cache) NotifyCallback(ctx context.Context, t string, r Request, correlationID string, cb func(ctx context.Context, e UpdateEvent)) error {
+	// Five parameters, unlike the rest of the package: Notify's, with cb
+	// for ch.
 	if c.closed.Load() {
 		return ErrClosed
 	}
