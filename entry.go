@@ -282,6 +282,22 @@ func (r *result) apply(o outcome, now int64) *result {
 	return newResult(value, index, fetchedAt, x)
 }
 
+// follow returns the result that follows cur, the entry's current result,
+// after a fetch that started from prev (nil if unknown) and brought o at
+// time now.
+//
+// The outcome is applied to cur, not prev: a Prepopulate or a revalidation
+// may have stored a newer value meanwhile. A value with a lower index than
+// such a newer one is an answer to an older question, not a reset, so it
+// is dropped; a lower index than the one the fetch asked about is a reset
+// and is kept.
+func (cur *result) follow(prev *result, o outcome, now int64) *result {
+	if prev != nil && cur != prev && o.fr.Value != nil && o.fr.Index < cur.index {
+		o.fr = FetchResult{}
+	}
+	return cur.apply(o, now)
+}
+
 // maxEmptyRun caps resultExtra.empty, far above where back-off stops
 // growing.
 const maxEmptyRun = 1 << 16
@@ -361,22 +377,6 @@ func (e *entry) cancelFetches() {
 			lp.sideCancel()
 		}
 	}
-}
-
-// follow returns the result that follows cur, the entry's current result,
-// after a fetch that started from prev (nil if unknown) and brought o at
-// time now.
-//
-// The outcome is applied to cur, not prev: a Prepopulate or a revalidation
-// may have stored a newer value meanwhile. A value with a lower index than
-// such a newer one is an answer to an older question, not a reset, so it
-// is dropped; a lower index than the one the fetch asked about is a reset
-// and is kept.
-func (cur *result) follow(prev *result, o outcome, now int64) *result {
-	if prev != nil && cur != prev && o.fr.Value != nil && o.fr.Index < cur.index {
-		o.fr = FetchResult{}
-	}
-	return cur.apply(o, now)
 }
 
 // entryLoop is the part of an entry that only fetching uses.
