@@ -177,8 +177,12 @@ func (g *getCall) run() (any, ResultMeta, error) {
 		}
 		found := c.lookup(&g.key)
 		s := g.look(te, found)
-		if done, v, meta, err := g.answer(&s); done {
-			return v, meta, err
+		if done, err := g.answer(&s); done {
+			if err != nil {
+				return s.res.value, c.meta(&s), err
+			}
+			v, meta := c.hit(&s, g.r, g.first)
+			return v, meta, nil
 		}
 		if g.first {
 			timer = g.miss(te)
@@ -244,32 +248,33 @@ func (g *getCall) look(te *typeEntry, found *entry) sight {
 	return s
 }
 
-// answer reports whether what the Get sees answers it, and with what.
-func (g *getCall) answer(s *sight) (done bool, v any, meta ResultMeta, err error) {
-	c, res := g.c, s.res
-	closed := c.closed.Load()
+// answer reports whether what the Get sees, s, answers it: with the value
+// seen, a hit, if err is nil, else with that value and err. It changes
+// nothing.
+func (g *getCall) answer(s *sight) (done bool, err error) {
+	res := s.res
+	closed := g.c.closed.Load()
 	// Woken by Close with nothing new, or after waiting for a change,
 	// which Close ended (its fetch was cancelled): what we waited for will
 	// not come, even where a second look would be a hit. A Get that needed
 	// a value gets its fetch's result below.
 	if !g.first && closed && (res == g.seen || g.how&needsResult == 0) {
-		return true, res.value, c.meta(s), ErrClosed
+		return true, ErrClosed
 	}
-	if c.isHit(s, &g.info, g.first) || (res.valid() && res.index < g.floor) {
-		v, meta = c.hit(s, g.r, g.first)
-		return true, v, meta, nil
+	if g.c.isHit(s, &g.info, g.first) || (res.valid() && res.index < g.floor) {
+		return true, nil
 	}
 	// A fetch ended while we waited and failed: report it rather than
 	// spin on the same error until the timeout. The value beside it, if
 	// any, is older. An error we saw before waiting is not news: the loop
 	// woke us without fetching (eviction), so fetch again.
 	if err := res.err(); !g.first && err != nil && res != g.seen {
-		return true, res.value, c.meta(s), err
+		return true, err
 	}
 	if closed {
-		return true, res.value, c.meta(s), ErrClosed
+		return true, ErrClosed
 	}
-	return false, nil, ResultMeta{}, nil
+	return false, nil
 }
 
 // miss counts the first round's miss of type te and starts the Get's
