@@ -17,9 +17,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// ---------------------------------------------------------------------------
-// Helpers (prefixed "cache" so they do not collide with other test files).
-
 // cacheGetResult is what one Get returned.
 type cacheGetResult struct {
 	Value any

@@ -19,9 +19,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// ---------------------------------------------------------------------------
-// Helpers (prefixed "emb" so they do not collide with other test files).
-
 // embToken is an ACL token that must never leak out of the cache.
 const embToken = "s3cr3t-acl-7f2e9c"
 

@@ -13,9 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// ---------------------------------------------------------------------------
-// Helpers (prefixed "ergo"; embNew and embCalls come from embedding_test.go).
-
 // ergoRes is what one GetContext or GetAs call returned, and when.
 type ergoRes[V any] struct {
 	Value V

@@ -24,9 +24,6 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// ---------------------------------------------------------------------------
-// Helpers (prefixed "later" so they do not collide with other test files).
-
 // laterStep is the answer the test gives one Fetch of a laterScript.
 type laterStep struct {
 	fr  FetchResult

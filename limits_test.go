@@ -13,9 +13,6 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// ---------------------------------------------------------------------------
-// Helpers (prefixed "limits" so they do not collide with other test files).
-
 // limitsBubble is cacheBubble with Options: inside a synctest bubble, a
 // cache closed when the test ends, and a channel closed right after that.
 func limitsBubble(t *testing.T, opts *Options) (*Cache, <-chan struct{}) {

@@ -11,9 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// ---------------------------------------------------------------------------
-// Helpers (prefixed "prepop" so they do not collide with other test files).
-
 // prepopReqLog records the Request of every Fetch of a MockType, next to a
 // cacheFetchLog of its options.
 type prepopReqLog struct {

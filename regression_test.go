@@ -5,26 +5,33 @@ package cache
 // of each test names the defect, with its Consul issue where there is one,
 // and says what the seed's design did wrong, so that it reads as the failure
 // the test prevents.
+//
+// The last sections pin, one test each, the defects found later by review
+// and by tests written from Consul's documented behaviour.
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+	"weak"
 
+	metrics "github.com/armon/go-metrics"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 )
-
-// ---------------------------------------------------------------------------
-// Helpers (prefixed "reg" so they do not collide with other test files).
 
 // regContextType adapts a function to a ContextType: the cache must call
 // FetchContext, never Fetch.
@@ -1467,5 +1474,1160 @@ func TestRegression_PanickingFetch(t *testing.T) {
 		} {
 			require.Equal(t, want, cacheCounter(sink, name), name)
 		}
+	})
+}
+
+// ---------------------------------------------------------------------------
+// Found by trying the cache as a new user would, against Consul v1.4.5's
+// documented behaviour.
+
+// TestRegression_CloseLetsGetsInFlightFinish pins the seed's promise for
+// Close: fetches in flight run to completion and the Gets waiting on them
+// get their result. A Get waiting for a value it does not have (a first
+// fetch, a retry after an error, a revalidation) gets the result of the
+// fetch it waits on, whose context Close does not cancel; its own Timeout
+// still applies. Fetches nobody needs (a background refresh, a Notify
+// watch's) are cancelled, and nothing new starts.
+//
+// Close used to wake every waiting Get with ErrClosed and cancel every
+// fetch, though the fetch then returned a value.
+func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
+	t.Parallel()
+	// ctxType fetches "v" once gate is closed, or fails with its context.
+	ctxType := func(gate <-chan struct{}, cancelled *atomic.Int32) regContextType {
+		return regContextType{fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
+			select {
+			case <-gate:
+				return FetchResult{Value: "v", Index: o.MinIndex + 1}, nil
+			case <-ctx.Done():
+				cancelled.Add(1)
+				return FetchResult{}, ctx.Err()
+			}
+		}}
+	}
+
+	t.Run("FirstFetch", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := cacheBubble(t)
+			gate := make(chan struct{})
+			var cancelled atomic.Int32
+			c.RegisterType("t", ctxType(gate, &cancelled), nil)
+			plain := cacheGoGet(c, "t", RequestInfo{Key: "k"})
+			timed := cacheGoGet(c, "t", RequestInfo{Key: "k", Timeout: time.Minute})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			withCtx := regGoGetContext(ctx, c, "t", RequestInfo{Key: "k"})
+			cacheRequireBlocked(t, plain)
+			cacheRequireBlocked(t, timed)
+			cacheRequireBlocked(t, withCtx)
+
+			require.NoError(t, c.Close())
+			cacheRequireBlocked(t, plain)
+			cacheRequireBlocked(t, timed)
+			cacheRequireBlocked(t, withCtx)
+			v, _, err := c.Get("t", RequestInfo{Key: "other"})
+			require.ErrorIs(t, err, ErrClosed, "nothing new starts")
+			require.Nil(t, v)
+
+			close(gate)
+			for _, ch := range []<-chan cacheGetResult{plain, timed, withCtx} {
+				r := cacheRequireReturned(t, ch)
+				require.NoError(t, r.Err)
+				require.Equal(t, "v", r.Value)
+			}
+			require.Zero(t, cancelled.Load(), "Close cancelled a fetch that Gets wait on")
+			v, meta, err := c.Get("t", RequestInfo{Key: "k"})
+			require.NoError(t, err, "values stay readable")
+			require.Equal(t, "v", v)
+			require.True(t, meta.Hit)
+		})
+	})
+
+	t.Run("TimeoutStillApplies", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, release := cacheBubble(t)
+			var cancelled atomic.Int32
+			c.RegisterType("t", ctxType(release, &cancelled), nil)
+			timed := cacheGoGet(c, "t", RequestInfo{Key: "k", Timeout: time.Minute})
+			cacheRequireBlocked(t, timed)
+			require.NoError(t, c.Close())
+			start := time.Now()
+			r := <-timed
+			require.Equal(t, time.Minute, time.Since(start))
+			require.NoError(t, r.Err, "a Get that times out returns no error")
+			require.Nil(t, r.Value)
+			synctest.Wait()
+			require.Equal(t, int32(1), cancelled.Load(), "once nobody waits, the fetch is cancelled")
+		})
+	})
+
+	t.Run("RetryAfterError", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := cacheBubble(t)
+			gate := make(chan struct{})
+			var calls atomic.Int32
+			c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+				if calls.Add(1) == 1 {
+					return FetchResult{}, errors.New("down")
+				}
+				<-gate
+				return FetchResult{Value: "v", Index: 2}, nil
+			}), nil)
+			_, _, err := c.Get("t", RequestInfo{Key: "k"})
+			require.EqualError(t, err, "down")
+			retry := cacheGoGet(c, "t", RequestInfo{Key: "k"})
+			cacheRequireBlocked(t, retry)
+			require.NoError(t, c.Close())
+			cacheRequireBlocked(t, retry)
+			close(gate)
+			r := cacheRequireReturned(t, retry)
+			require.NoError(t, r.Err)
+			require.Equal(t, "v", r.Value)
+		})
+	})
+
+	t.Run("Revalidation", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := cacheBubble(t)
+			gate := make(chan struct{})
+			var calls atomic.Int32
+			c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+				if calls.Add(1) > 1 {
+					<-gate
+				}
+				return FetchResult{Value: calls.Load(), Index: uint64(calls.Load())}, nil
+			}), nil)
+			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			time.Sleep(time.Minute)
+			fresh := cacheGoGet(c, "t", RequestInfo{Key: "k", MaxAge: time.Second})
+			cacheRequireBlocked(t, fresh)
+			require.NoError(t, c.Close())
+			cacheRequireBlocked(t, fresh)
+			close(gate)
+			r := cacheRequireReturned(t, fresh)
+			require.NoError(t, r.Err)
+			require.Equal(t, int32(2), r.Value)
+		})
+	})
+
+	// A Get waiting for a change returns ErrClosed, whichever it sees
+	// first: Close's wake-up or the error its cancelled fetch stored.
+	t.Run("ChangeWaiterGetsErrClosed", func(t *testing.T) {
+		for range 50 {
+			synctest.Test(t, func(t *testing.T) {
+				c, _ := cacheBubble(t)
+				c.RegisterType("t", regContextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
+					if o.MinIndex == 0 {
+						return FetchResult{Value: "v", Index: 1}, nil
+					}
+					<-ctx.Done()
+					return FetchResult{}, ctx.Err()
+				}}, nil)
+				cacheGet(t, c, "t", RequestInfo{Key: "k"})
+				change := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 1})
+				cacheRequireBlocked(t, change)
+				require.NoError(t, c.Close())
+				r := cacheRequireReturned(t, change)
+				require.ErrorIs(t, r.Err, ErrClosed)
+				require.Equal(t, "v", r.Value)
+			})
+		}
+	})
+
+	t.Run("UnneededFetchesCancelled", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, release := cacheBubble(t)
+			var cancelled atomic.Int32
+			refreshed := ctxType(release, &cancelled)
+			first := true
+			c.RegisterType("t", regContextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
+				if first {
+					first = false
+					return FetchResult{Value: "v", Index: 1}, nil
+				}
+				return refreshed.fetch(ctx, o, r)
+			}}, &RegisterOptions{Refresh: true})
+			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ch := make(chan UpdateEvent, 4)
+			require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k"}, "id", ch))
+			require.Equal(t, "v", notifyRecv(t, ch, time.Second).Result)
+			synctest.Wait()
+			require.Zero(t, cancelled.Load())
+
+			require.NoError(t, c.Close())
+			synctest.Wait()
+			require.Equal(t, int32(1), cancelled.Load(), "the refresh (and the watch's wait on it) was cancelled")
+			require.Zero(t, regWatches(t), "the watch ended")
+		})
+	})
+}
+
+// TestRegression_EmptyResultsBackOff pins that a Fetch returning
+// FetchResult{} and no error (no value, no index) makes a waiting Get back
+// off like a failing refresh, instead of fetching again at once: a handful
+// of fetches before its Timeout, and, without a Timeout, a back-off that
+// keeps growing rather than a core kept busy.
+//
+// Each new loop used to start its attempt count at 0: 215 fetches in
+// 500 ms for a blocking Get on an existing value, 13,610 in 100 ms for a
+// new key.
+func TestRegression_EmptyResultsBackOff(t *testing.T) {
+	t.Parallel()
+	setup := func(t *testing.T, blocking bool) (*Cache, *atomic.Int32) {
+		c, _ := cacheBubble(t)
+		var calls atomic.Int32
+		fetch := func(o FetchOptions, _ Request) (FetchResult, error) {
+			time.Sleep(2 * time.Millisecond)
+			if calls.Add(1) == 1 && blocking {
+				return FetchResult{Value: "v", Index: 5}, nil
+			}
+			return FetchResult{}, nil
+		}
+		if blocking {
+			c.RegisterType("t", BlockingFetchFunc(fetch), nil)
+		} else {
+			c.RegisterType("t", FetchFunc(fetch), nil)
+		}
+		return c, &calls
+	}
+
+	t.Run("BlockingGetOnValue", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, calls := setup(t, true)
+			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			v, meta, err := c.Get("t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 500 * time.Millisecond})
+			require.NoError(t, err)
+			require.Equal(t, "v", v)
+			require.Equal(t, uint64(5), meta.Index)
+			require.LessOrEqual(t, calls.Load(), int32(1+CacheRefreshBackoffMin+1))
+		})
+	})
+
+	t.Run("NewKey", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, calls := setup(t, false)
+			v, _, err := c.Get("t", RequestInfo{Key: "k", Timeout: 100 * time.Millisecond})
+			require.NoError(t, err)
+			require.Nil(t, v)
+			require.LessOrEqual(t, calls.Load(), int32(CacheRefreshBackoffMin+1))
+		})
+	})
+
+	t.Run("NoTimeout", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, calls := setup(t, false)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+			defer cancel()
+			v, _, err := c.GetContext(ctx, "t", RequestInfo{Key: "k"})
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			require.Nil(t, v)
+			// 3 at once, then waits of 2 s, 4 s, ... up to 1-2 minutes:
+			// about 40 in an hour.
+			require.Less(t, calls.Load(), int32(80))
+		})
+	})
+}
+
+// TestRegression_StoppedRefreshNoErrorToPlainGet pins the seed's rule for
+// a Get without MinIndex that finds a valid value: it gets the value and
+// no error, whatever the fetches that ended meanwhile returned, here a
+// StopRefresh that ended the background refresh.
+//
+// A Get woken by the first fetch of a refreshing type returned the value
+// and the terminal error when the loop had run ahead (a NotModified
+// refresh, then StopRefresh) before it looked; and a Get that restarted a
+// stopped refresh returned the value with the error of that fetch.
+func TestRegression_StoppedRefreshNoErrorToPlainGet(t *testing.T) {
+	t.Parallel()
+	terminal := StopRefresh(errors.New("token deleted"))
+
+	t.Run("LoopRanAhead", func(t *testing.T) {
+		for range 50 {
+			synctest.Test(t, func(t *testing.T) {
+				c, _ := cacheBubble(t)
+				var calls atomic.Int32
+				c.RegisterType("t", BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+					switch calls.Add(1) {
+					case 1:
+						return FetchResult{Value: "v", Index: 1}, nil
+					case 2:
+						return FetchResult{NotModified: true, Index: 1}, nil
+					}
+					return FetchResult{}, terminal
+				}), &RegisterOptions{Refresh: true})
+				v, _, err := c.Get("t", RequestInfo{Key: "k"})
+				require.NoError(t, err)
+				require.Equal(t, "v", v)
+			})
+		}
+	})
+
+	t.Run("Restart", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := cacheBubble(t)
+			var calls atomic.Int32
+			c.RegisterType("t", BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+				if calls.Add(1) == 1 {
+					return FetchResult{Value: "v", Index: 1}, nil
+				}
+				return FetchResult{}, terminal
+			}), &RegisterOptions{Refresh: true})
+			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			synctest.Wait()
+			require.Equal(t, int32(2), calls.Load(), "the refresh stopped")
+
+			v, meta, err := c.Get("t", RequestInfo{Key: "k"})
+			require.NoError(t, err)
+			require.Equal(t, "v", v)
+			require.False(t, meta.Hit, "the Get fetched again")
+			require.Equal(t, int32(3), calls.Load())
+			_, _, err = c.Get("t", RequestInfo{Key: "k", MinIndex: 1})
+			require.ErrorIs(t, err, terminal, "a Get waiting for something newer gets the error")
+		})
+	})
+}
+
+// TestRegression_RefreshWithoutLoop pins that an entry of a refreshing type
+// that no background refresh keeps current is refreshed from its next Get
+// on, with the age of its value meanwhile: a type registered again with
+// Refresh, and an entry whose refresh loop ended in runtime.Goexit.
+//
+// Such entries were served as fresh forever: no loop was started, Age read
+// 0 and every hit extended their TTL.
+func TestRegression_RefreshWithoutLoop(t *testing.T) {
+	t.Parallel()
+
+	t.Run("ReRegistered", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, release := cacheBubble(t)
+			var index atomic.Uint64
+			index.Store(1)
+			typ := BlockingFetchFunc(func(o FetchOptions, _ Request) (FetchResult, error) {
+				if o.MinIndex >= index.Load() {
+					select { // a blocking query with no change
+					case <-time.After(time.Hour):
+					case <-release:
+					}
+				}
+				return FetchResult{Value: index.Load(), Index: index.Load()}, nil
+			})
+			c.RegisterType("t", typ, nil)
+			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			time.Sleep(time.Minute)
+			c.RegisterType("t", typ, &RegisterOptions{Refresh: true, RefreshTimeout: time.Hour})
+
+			_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			require.Equal(t, ResultMeta{Hit: true, Index: 1, Age: time.Minute}, meta, "not refreshed: the value's age")
+			synctest.Wait() // the refresh blocks on index 1
+			index.Store(2)
+			time.Sleep(2 * time.Hour)
+			v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			require.Equal(t, uint64(2), v, "refreshed in the background since the last Get")
+			require.Equal(t, ResultMeta{Hit: true, Index: 2}, meta)
+		})
+	})
+
+	t.Run("LoopExited", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := cacheBubble(t)
+			var calls atomic.Int32
+			c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, _ Request) (FetchResult, error) {
+				switch calls.Add(1) {
+				case 1:
+					return FetchResult{Value: "v1", Index: 1}, nil
+				case 2:
+					runtime.Goexit()
+				}
+				time.Sleep(time.Second)
+				return FetchResult{Value: "v3", Index: 3}, nil
+			}), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
+			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			time.Sleep(2 * time.Minute)
+			require.Equal(t, int32(2), calls.Load(), "the refresh exited")
+
+			_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			require.True(t, meta.Hit)
+			require.Equal(t, 2*time.Minute, meta.Age, "not refreshed: the value's age")
+			time.Sleep(2 * time.Second)
+			v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			require.Equal(t, "v3", v, "the hit restarted the refresh")
+			require.Equal(t, ResultMeta{Hit: true, Index: 3}, meta)
+		})
+	})
+}
+
+// TestRegression_FirstValueReleased pins that an entry's first value is
+// garbage once a refresh replaced it.
+//
+// The first result lived inside the entry's own allocation, so an entry
+// held its first value (and State) as long as it lived, beside the current
+// one.
+func TestRegression_FirstValueReleased(t *testing.T) {
+	c := TestCache(t)
+	var calls atomic.Int32
+	firstValue := make(chan weak.Pointer[[]byte], 1)
+	c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, _ Request) (FetchResult, error) {
+		n := calls.Add(1)
+		if n > 4 {
+			<-t.Context().Done() // no more refreshes
+			return FetchResult{}, t.Context().Err()
+		}
+		v := make([]byte, 1<<20)
+		if n == 1 {
+			firstValue <- weak.Make(&v)
+		}
+		return FetchResult{Value: &v, State: &v, Index: uint64(n)}, nil
+	}), &RegisterOptions{Refresh: true})
+	cacheGet(t, c, "t", RequestInfo{Key: "k"})
+	wp := <-firstValue
+	require.Eventually(t, func() bool { return calls.Load() == 5 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool {
+		runtime.GC()
+		return wp.Value() == nil
+	}, 10*time.Second, 10*time.Millisecond, "the first value is still reachable after three refreshes")
+}
+
+// TestRegression_FetchContextIsReal pins that contexts a ContextType
+// derives from its fetch's context cost no goroutine each.
+//
+// The fetch context was a type of the cache's own, which the context
+// package can only watch from a goroutine per derived context: 100
+// derived contexts, 100 goroutines.
+func TestRegression_FetchContextIsReal(t *testing.T) {
+	c := TestCache(t)
+	during := make(chan int, 1)
+	c.RegisterType("t", regContextType{fetch: func(ctx context.Context, _ FetchOptions, _ Request) (FetchResult, error) {
+		before := runtime.NumGoroutine()
+		var cancels []context.CancelFunc
+		for range 100 {
+			_, cancel := context.WithTimeout(ctx, time.Hour)
+			cancels = append(cancels, cancel)
+		}
+		during <- runtime.NumGoroutine() - before
+		for _, cancel := range cancels {
+			cancel()
+		}
+		return FetchResult{Value: "v", Index: 1}, nil
+	}}, nil)
+	cacheGet(t, c, "t", RequestInfo{Key: "k"})
+	require.LessOrEqual(t, <-during, 5, "goroutines started by 100 derived contexts")
+}
+
+// TestRegression_NilContext pins that the exported functions that take a
+// context reject a nil one with an error, at once.
+//
+// GetContext panicked on a miss, and Notify returned nil, then crashed the
+// process from the watch's goroutine.
+func TestRegression_NilContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := cacheBubble(t)
+		var calls atomic.Int32
+		c.RegisterType("t", BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+			calls.Add(1)
+			return FetchResult{Value: "v", Index: 1}, nil
+		}), nil)
+		var nilCtx context.Context
+		_, _, err := c.GetContext(nilCtx, "t", RequestInfo{Key: "k"})
+		require.ErrorContains(t, err, "nil context")
+		_, _, err = GetAs[string](nilCtx, c, "t", RequestInfo{Key: "k"})
+		require.ErrorContains(t, err, "nil context")
+		ch := make(chan UpdateEvent, 1)
+		require.ErrorContains(t, c.Notify(nilCtx, "t", RequestInfo{Key: "k"}, "id", ch), "nil context")
+		require.ErrorContains(t, c.NotifyCallback(nilCtx, "t", RequestInfo{Key: "k"}, "id",
+			func(context.Context, UpdateEvent) {}), "nil context")
+		synctest.Wait()
+		require.Zero(t, calls.Load(), "nothing was fetched")
+		require.Zero(t, regWatches(t), "no watch started")
+	})
+}
+
+// ---------------------------------------------------------------------------
+// Expiry and MaxEntries eviction under one lock.
+
+// rexpFillHeap prepopulates n entries of a type "t" with LastGetTTL ttl,
+// waits for the expiry loop to settle, and returns them in the order of
+// their keys. It runs in a bubble: the loop then sleeps until time moves,
+// which the test does not let it do, so the test alone works the heap.
+func rexpFillHeap(t *testing.T, c *Cache, n int, ttl time.Duration) []*entry {
+	t.Helper()
+	c.RegisterType("t", TestType(t), &RegisterOptions{LastGetTTL: ttl})
+	es := make([]*entry, n)
+	for i := range es {
+		k := fmt.Sprint("k", i)
+		require.NoError(t, c.Prepopulate("t", FetchResult{Value: i, Index: 1}, "", "", k))
+		es[i] = c.lookupKey("t", "", "", k)
+	}
+	synctest.Wait()
+	return es
+}
+
+// rexpHeapOps returns what was done to the heap since snap, a copy of the
+// entries' expiry times: the entries evicted and those re-heaped (each
+// entry, in the tests, is re-heaped at most once). c.expiryMu must be held.
+func rexpHeapOps(snap map[*entry]int64) (ops int) {
+	for e, exp := range snap {
+		if e.heapIndex < 0 || e.expires != exp {
+			ops++
+		}
+	}
+	return ops
+}
+
+// rexpSnapshot returns the expiry time of every entry in the heap.
+// c.expiryMu must be held.
+func rexpSnapshot(c *Cache) map[*entry]int64 {
+	snap := make(map[*entry]int64, len(c.expiry))
+	for _, e := range c.expiry {
+		snap[e] = e.expires
+	}
+	return snap
+}
+
+// TestRegression_ExpiryHeadBounded pins that no hold of expiryMu does more
+// than evictBatch heap fixes and evictions together, however many entries
+// come due at once after being hit: a hit only records its time, so each
+// of them must be re-heaped when it comes due, and inserts (which take
+// expiryMu) waited behind all of those re-heaps at once. Repeated batches
+// still finish the job, with the seed's semantics: a hit entry stays, an
+// idle one goes, and MaxEntries evicts the truly soonest first.
+func TestRegression_ExpiryHeadBounded(t *testing.T) {
+	const n, ttl = 8 * evictBatch, time.Hour
+	t.Run("expiry", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) { rexpExpiryBounded(t, n, ttl) })
+	})
+	t.Run("overflow", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) { rexpOverflowBounded(t, n, ttl) })
+	})
+}
+
+// rexpExpiryBounded: n entries all due, the even ones hit since they were
+// queued (and on top), the odd ones idle.
+func rexpExpiryBounded(t *testing.T, n int, ttl time.Duration) {
+	c := TestCache(t)
+	es := rexpFillHeap(t, c, n, ttl)
+	c.expiryMu.Lock()
+	now := c.now()
+	for i, e := range es {
+		if i%2 == 0 {
+			e.expires = now - 2
+			e.lastAccess.Store(now)
+		} else {
+			e.expires = now - 1
+			e.lastAccess.Store(now - int64(ttl) - 1)
+		}
+	}
+	heap.Init(&c.expiry)
+	c.expiryMu.Unlock()
+
+	calls := 0
+	for {
+		calls++
+		require.LessOrEqual(t, calls, 2*n/evictBatch, "the batches finish")
+		c.expiryMu.Lock()
+		snap := rexpSnapshot(c)
+		c.expiryMu.Unlock()
+		wait, ok := c.expireDue()
+		c.expiryMu.Lock()
+		ops := rexpHeapOps(snap)
+		c.expiryMu.Unlock()
+		require.LessOrEqual(t, ops, evictBatch, "heap fixes and evictions in batch %d", calls)
+		if !ok || wait > 0 {
+			require.True(t, ok)
+			require.Equal(t, ttl, wait, "next due: the hit entries, a TTL after their hit")
+			break
+		}
+	}
+	require.Equal(t, n/evictBatch, calls, "full batches")
+	require.Equal(t, int64(n/2), c.count.Load())
+	c.expiryMu.Lock()
+	defer c.expiryMu.Unlock()
+	expiryCheckHeap(t, c.expiry)
+	for i, e := range es {
+		if i%2 == 0 {
+			require.Equal(t, now+int64(ttl), e.expires, "hit entry %d re-heaped at its true expiry", i)
+		} else {
+			require.True(t, e.evicted, "idle entry %d evicted", i)
+		}
+	}
+}
+
+// rexpOverflowBounded: n entries, all stale in the heap, entry i truly
+// expiring at now+i, and a bound of n/4: the first 3n/4 must go.
+func rexpOverflowBounded(t *testing.T, n int, ttl time.Duration) {
+	c := TestCache(t)
+	es := rexpFillHeap(t, c, n, ttl)
+	rexpStale(c, es, ttl)
+	s := *c.settings.Load()
+	s.maxEntries = n / 4
+	c.settings.Store(&s)
+
+	var ev evictions
+	for calls, more := 1, true; more; calls++ {
+		require.LessOrEqual(t, calls, 2*n/evictBatch, "the batches finish")
+		c.expiryMu.Lock()
+		snap := rexpSnapshot(c)
+		c.expiryMu.Unlock()
+		more = c.overflowBatch(c.now(), &ev)
+		c.finishEvictions(&ev, c.metrics.evictSize)
+		c.expiryMu.Lock()
+		ops := rexpHeapOps(snap)
+		c.expiryMu.Unlock()
+		require.LessOrEqual(t, ops, evictBatch, "heap fixes and evictions in batch %d", calls)
+	}
+	require.Equal(t, int64(n/4), c.count.Load())
+	rexpRequireSoonestEvicted(t, c, es, 3*n/4)
+
+	// evictOverflow itself, in batches, ends with the bound respected.
+	rexpStale(c, es, ttl)
+	s.maxEntries = n / 8
+	c.settings.Store(&s)
+	c.evictOverflow()
+	require.Equal(t, int64(n/8), c.count.Load())
+	rexpRequireSoonestEvicted(t, c, es, 7*n/8)
+}
+
+// rexpStale makes the expiry times in the heap stale: entry i of es truly
+// expires at now+i, but is queued as expiring a TTL before now.
+func rexpStale(c *Cache, es []*entry, ttl time.Duration) {
+	c.expiryMu.Lock()
+	defer c.expiryMu.Unlock()
+	now := c.now()
+	for i, e := range es {
+		e.expires = now - int64(ttl)
+		e.lastAccess.Store(now - int64(ttl) + int64(i))
+	}
+	heap.Init(&c.expiry)
+}
+
+// rexpRequireSoonestEvicted fails unless exactly the first k of es, the
+// soonest to expire, were evicted, and the heap is sound.
+func rexpRequireSoonestEvicted(t *testing.T, c *Cache, es []*entry, k int) {
+	t.Helper()
+	c.expiryMu.Lock()
+	defer c.expiryMu.Unlock()
+	expiryCheckHeap(t, c.expiry)
+	for i, e := range es {
+		require.Equal(t, i < k, e.evicted, "entry %d evicted", i)
+	}
+}
+
+// rexpReentrantSink is a go-metrics sink that calls into the cache from
+// within a metric update, once: on the first increment of the counter
+// named on, or, for on "entries_count", on the first fall of that gauge
+// (an eviction). It sums the counters and keeps the gauge's last value.
+type rexpReentrantSink struct {
+	metrics.BlackholeSink
+	on   string
+	call func()
+	done chan struct{} // closed once call returned
+
+	fired    atomic.Bool
+	mu       sync.Mutex
+	counters map[string]float32
+	gauge    float32
+}
+
+func (s *rexpReentrantSink) IncrCounterWithLabels(key []string, val float32, _ []metrics.Label) {
+	name := key[len(key)-1]
+	s.mu.Lock()
+	s.counters[name] += val
+	s.mu.Unlock()
+	if name == s.on {
+		s.fire()
+	}
+}
+
+func (s *rexpReentrantSink) SetGaugeWithLabels(key []string, val float32, _ []metrics.Label) {
+	if key[len(key)-1] != "entries_count" {
+		return
+	}
+	s.mu.Lock()
+	fell := val < s.gauge
+	s.gauge = val
+	s.mu.Unlock()
+	if fell && s.on == "entries_count" {
+		s.fire()
+	}
+}
+
+func (s *rexpReentrantSink) fire() {
+	if s.fired.CompareAndSwap(false, true) {
+		s.call()
+		close(s.done)
+	}
+}
+
+// evicted returns the sum of the eviction counters, and the gauge.
+func (s *rexpReentrantSink) evicted() (n, gauge float32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counters["evict_expired"] + s.counters["evict_size"], s.gauge
+}
+
+// TestRegression_MetricsOutsideExpiryLock pins that evictions emit their
+// metrics once expiryMu is released: a sink is the embedder's code, and one
+// that calls back into the cache (Prepopulate, a Get of a new key: both
+// take expiryMu) deadlocked the expiry loop or the Get that evicted to
+// honour MaxEntries. The counters stay exact: one per evicted entry.
+//
+// Not in a bubble: a goroutine blocked on a mutex does not count as
+// blocked there, so the bubble would hang rather than report the deadlock;
+// a generous deadline catches it instead.
+func TestRegression_MetricsOutsideExpiryLock(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		on     string
+		bySize bool
+	}{
+		{"evict_expired", false},
+		{"evict_size", true},
+		{"entries_count", false},
+		{"entries_count", true},
+	} {
+		for _, call := range []string{"prepopulate", "get"} {
+			t.Run(fmt.Sprintf("%s/size=%v/%s", tc.on, tc.bySize, call), func(t *testing.T) {
+				t.Parallel()
+				rexpMetricsReentrant(t, tc.on, call, tc.bySize)
+			})
+		}
+	}
+}
+
+// rexpMetricsReentrant runs one case: the sink's callback makes call on
+// the metric on; entries are evicted by size (MaxEntries 1) if bySize,
+// else by expiry (a TTL of a millisecond).
+func rexpMetricsReentrant(t *testing.T, on, call string, bySize bool) {
+	sink := &rexpReentrantSink{on: on, done: make(chan struct{}), counters: map[string]float32{}}
+	cfg := metrics.DefaultConfig("x")
+	cfg.EnableHostname = false
+	cfg.EnableRuntimeMetrics = false
+	m, err := metrics.New(cfg, sink)
+	require.NoError(t, err)
+	o := &Options{Metrics: m}
+	ttl := time.Millisecond
+	if bySize {
+		o.MaxEntries, ttl = 1, time.Hour
+	}
+	c := New(o)
+	t.Cleanup(func() { c.Close() })
+	c.RegisterType("t", FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+		return FetchResult{Value: r.CacheInfo().Key, Index: 1}, nil
+	}), &RegisterOptions{LastGetTTL: ttl})
+
+	var callErr error
+	sink.call = func() {
+		if call == "prepopulate" {
+			callErr = c.Prepopulate("t", FetchResult{Value: 1, Index: 1}, "", "", "inner")
+		} else {
+			_, _, callErr = c.Get("t", RequestInfo{Key: "inner"})
+		}
+	}
+	// Fed from a goroutine of its own: evicting by size, the Prepopulate
+	// that evicts is the one that would deadlock.
+	const created = 3 // the two keys fed, and the sink's
+	fed := make(chan error, 1)
+	go func() {
+		var err error
+		for i := range created - 1 {
+			err = errors.Join(err, c.Prepopulate("t", FetchResult{Value: i, Index: 1}, "", "", fmt.Sprint("k", i)))
+		}
+		fed <- err
+	}()
+	rexpWait(t, sink.done, "the sink's "+call+" from within "+on)
+	require.NoError(t, callErr)
+	require.NoError(t, rexpWait(t, fed, "feeding the cache"))
+
+	// Every entry created is either still cached or counted once as evicted.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, gauge := sink.evicted()
+		left := c.count.Load()
+		if int(n)+int(left) == created && gauge == float32(left) && (bySize || left == 0) {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "evicted %v, gauge %v, %d cached, of %d created", n, gauge, left, created)
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// rexpWait returns what ch gives, failing unless it does within a deadline
+// far beyond what the work takes: a deadlock, here, is a call that never
+// returns.
+func rexpWait[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	timer := time.NewTimer(20 * time.Second)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("%s never returned: metrics were emitted under expiryMu", what)
+		var zero T
+		return zero
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Hash flooding and hash collisions.
+
+// TestRegression_HashFlooding: the key hash XORed the first eight bytes of
+// each field with a public constant before multiplying, so a key of 8 to
+// 16 bytes starting with that constant hashed to 0 whatever the cache's
+// seed, type, datacenter or token. Anyone choosing keys (URL paths served
+// through cachehttp, say) could put thousands of them in shard 0 on one
+// probe sequence: every miss then scanned them all under the shard's lock
+// and every hit scanned them without it. Keys crafted against the old hash,
+// and keys sharing a long prefix, must now spread over shards and slots as
+// random keys do.
+func TestRegression_HashFlooding(t *testing.T) {
+	t.Parallel()
+	n := 20_000
+	if testing.Short() {
+		n = 5000
+	}
+	for _, kind := range adversarialKinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			c := New(nil)
+			defer c.Close()
+			c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+				return FetchResult{}, errors.New("prepopulated only")
+			}), nil)
+			keys := adversarialKeys(kind, n)
+
+			// Shards first: with the old hash, the crafted keys fail here
+			// at once, before their filling takes quadratic time.
+			perShard := make([]int, shardCount)
+			hashes := make(map[uint64]bool, n)
+			for _, k := range keys {
+				key := c.makeKey(nil, "t", "dc1", "tok", k)
+				perShard[key.shard()]++
+				hashes[key.hash] = true
+			}
+			require.LessOrEqual(t, slices.Max(perShard), 2*n/shardCount,
+				"the largest shard holds more than twice its share")
+			require.Greater(t, len(hashes), n-10, "keys share hashes")
+
+			for _, k := range keys {
+				require.NoError(t, c.Prepopulate("t", FetchResult{Value: k, Index: 1}, "dc1", "tok", k))
+			}
+			mean, longest := probeLengths(c)
+			require.LessOrEqual(t, mean, 3.0, "mean probe length")
+			require.LessOrEqual(t, longest, 256, "longest probe")
+		})
+	}
+}
+
+// probeLengths returns the mean and the largest number of slots a lookup
+// reads to find an entry of c, over all its entries.
+func probeLengths(c *Cache) (mean float64, longest int) {
+	var sum, n int
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		t := s.tab.Load()
+		for j := range t.slots {
+			sl := &t.slots[j]
+			if e := sl.e.Load(); e != nil && e != tombstone {
+				probes := int((uint64(j)-sl.hash.Load())&t.mask) + 1
+				sum += probes
+				n++
+				longest = max(longest, probes)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return float64(sum) / float64(n), longest
+}
+
+// newCollidingCache returns a cache in which every partition hashes to 0:
+// all share shard 0 and one probe sequence, and only the comparison of
+// whole keys tells them apart.
+func newCollidingCache() *Cache {
+	c := New(nil)
+	c.hashSeed.mask = 0 // no entry yet, and no lookup: nothing has hashed
+	return c
+}
+
+// collidingPartitions returns partitions that differ in every field and in
+// where their fields split, each the value its type's fetch returns.
+func collidingPartitions() []entryKey {
+	var ps []entryKey
+	for _, typ := range []string{"a", "b"} {
+		for _, dc := range []string{"", "dc1", "dc2"} {
+			for _, token := range []string{"", "tok1", "tok2"} {
+				for _, key := range []string{"k", "k2"} {
+					ps = append(ps, entryKey{typ, dc, token, key})
+				}
+			}
+		}
+	}
+	return append(ps,
+		entryKey{"a", "dc1tok1", "", "k"},
+		entryKey{"a", "", "dc1tok1", "k"},
+		entryKey{"a", "dc1", "", "tok1k"},
+		entryKey{"a", "dc1", "tok1k", "2"},
+		entryKey{"ab", "", "", "k"},
+	)
+}
+
+// collidingTypes registers types "a", "b" and "ab" on c: each returns its
+// partition as the value and counts its fetches per partition.
+func collidingTypes(c *Cache, opts *RegisterOptions) *sync.Map {
+	var fetches sync.Map // entryKey -> *atomic.Int64
+	for _, typ := range []string{"a", "b", "ab"} {
+		c.RegisterType(typ, FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+			info := r.CacheInfo()
+			p := entryKey{typ, info.Datacenter, info.Token, info.Key}
+			n, _ := fetches.LoadOrStore(p, new(atomic.Int64))
+			n.(*atomic.Int64).Add(1)
+			return FetchResult{Value: p, Index: 1}, nil
+		}), opts)
+	}
+	return &fetches
+}
+
+// fetchCount returns how often p was fetched.
+func fetchCount(fetches *sync.Map, p entryKey) int64 {
+	n, ok := fetches.Load(p)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int64).Load()
+}
+
+// getPartition gets p from c and checks that the value is p's own, and
+// whether it was a hit when wantHit says which it must be (nil: either).
+func getPartition(t *testing.T, c *Cache, p entryKey, wantHit *bool) {
+	v, meta, err := c.Get(p.typ, RequestInfo{Datacenter: p.dc, Token: p.token, Key: p.key})
+	if err != nil || v != p {
+		t.Errorf("Get %+v: got %+v, %v", p, v, err)
+	}
+	if wantHit != nil && meta.Hit != *wantHit {
+		t.Errorf("Get %+v: Hit %v, want %v", p, meta.Hit, *wantHit)
+	}
+}
+
+// getAllConcurrently gets every partition from callers goroutines each.
+func getAllConcurrently(t *testing.T, c *Cache, ps []entryKey, callers int, wantHit *bool) {
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		for range callers {
+			wg.Go(func() { getPartition(t, c, p, wantHit) })
+		}
+	}
+	wg.Wait()
+}
+
+// TestRegression_HashCollisionsKeptApart: no test kept apart two
+// partitions with the same hash, so a lookup that trusted the hash alone,
+// and served one type's, datacenter's or token's value to another, passed
+// the whole suite. With every partition hashed to the same value, each
+// caller must still get its own value: on concurrent fills and hits,
+// after evictions and from Prepopulate.
+func TestRegression_HashCollisionsKeptApart(t *testing.T) {
+	t.Parallel()
+	ps := collidingPartitions()
+	hit := true
+
+	t.Run("seam", func(t *testing.T) {
+		c := newCollidingCache()
+		defer c.Close()
+		for _, p := range ps {
+			k := c.makeKey(nil, p.typ, p.dc, p.token, p.key)
+			require.Zero(t, k.hash)
+			require.Zero(t, k.shard())
+		}
+	})
+
+	t.Run("fills and hits", func(t *testing.T) {
+		t.Parallel()
+		c := newCollidingCache()
+		defer c.Close()
+		fetches := collidingTypes(c, nil)
+		getAllConcurrently(t, c, ps, 4, nil)
+		for _, p := range ps {
+			require.EqualValues(t, 1, fetchCount(fetches, p), "fetches of %+v", p)
+		}
+		getAllConcurrently(t, c, ps, 4, &hit)
+		require.Equal(t, len(ps), shardEntries(c, 0), "all entries in shard 0")
+	})
+
+	t.Run("expiry", func(t *testing.T) {
+		t.Parallel()
+		synctest.Test(t, func(t *testing.T) {
+			testCollidingExpiry(t, ps)
+		})
+	})
+
+	t.Run("prepopulate", func(t *testing.T) {
+		t.Parallel()
+		testCollidingPrepopulate(t, ps)
+	})
+}
+
+// testCollidingPrepopulate prepopulates half the colliding partitions
+// while the other half are fetched, then checks that each partition hits
+// its own value and that only the second half was fetched.
+func testCollidingPrepopulate(t *testing.T, ps []entryKey) {
+	c := newCollidingCache()
+	defer c.Close()
+	fetches := collidingTypes(c, nil)
+	half := len(ps) / 2
+	var wg sync.WaitGroup
+	for _, p := range ps[:half] {
+		wg.Go(func() {
+			if err := c.Prepopulate(p.typ, FetchResult{Value: p, Index: 1}, p.dc, p.token, p.key); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	getAllConcurrently(t, c, ps[half:], 2, nil)
+	wg.Wait()
+	hit := true
+	getAllConcurrently(t, c, ps, 4, &hit)
+	for i, p := range ps {
+		want := int64(0)
+		if i >= half {
+			want = 1
+		}
+		require.Equal(t, want, fetchCount(fetches, p), "fetches of %+v", p)
+	}
+}
+
+// testCollidingExpiry fills colliding partitions, keeps every other one in
+// use while the rest expire, and checks that the right ones were evicted
+// and that each partition still gets its own value.
+func testCollidingExpiry(t *testing.T, ps []entryKey) {
+	const ttl = time.Minute
+	c := newCollidingCache()
+	defer c.Close()
+	fetches := collidingTypes(c, &RegisterOptions{LastGetTTL: ttl})
+	hit := true
+	getAllConcurrently(t, c, ps, 2, nil)
+
+	var kept, expired []entryKey
+	for i, p := range ps {
+		if i%2 == 0 {
+			kept = append(kept, p)
+		} else {
+			expired = append(expired, p)
+		}
+	}
+	time.Sleep(ttl * 2 / 3)
+	getAllConcurrently(t, c, kept, 2, &hit)
+	time.Sleep(ttl * 2 / 3)
+	synctest.Wait() // the expiry loop has evicted what is due
+	for _, p := range expired {
+		require.Nil(t, c.lookupKey(p.typ, p.dc, p.token, p.key), "%+v not evicted", p)
+	}
+	require.Equal(t, len(kept), shardEntries(c, 0))
+	getAllConcurrently(t, c, kept, 2, &hit)
+	getAllConcurrently(t, c, expired, 2, nil)
+	for i, p := range ps {
+		require.EqualValues(t, 1+i%2, fetchCount(fetches, p), "fetches of %+v", p)
+	}
+}
+
+// shardEntries returns the number of entries in shard i of c.
+func shardEntries(c *Cache, i int) int {
+	s := &c.shards[i]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	s.tab.Load().each(func(*entry) { n++ })
+	return n
+}
+
+// ---------------------------------------------------------------------------
+// Redaction and the test helpers.
+
+// Regression: the cache redacted the ACL token from a Type's error or panic
+// only where it appeared as it is, by a plain substring replace. A Type
+// that quoted it (%q, %+q) or put it in a URL (url.QueryEscape,
+// url.PathEscape, lower-case hex) leaked it to Get's error, the log and
+// Notify's events. Every form must be gone from all three, with the text
+// and the slog JSON handler.
+func TestRegression_RedactQuotedToken(t *testing.T) {
+	const token = `s3cr3t "acl"/tøkén+1 %`
+	fails := map[string]func() error{
+		"quoted": func() error { return fmt.Errorf("acl: token %q not found", token) },
+		"ascii":  func() error { return fmt.Errorf("acl: token %+q not found", token) },
+		"query": func() error {
+			return fmt.Errorf("GET /v1/kv/db?token=%s: 403 Forbidden", url.QueryEscape(token))
+		},
+		"path": func() error {
+			return fmt.Errorf("GET /v1/acl/token/%s: 404", lowerHexOnly(url.PathEscape(token)))
+		},
+		"panic": func() error { panic(fmt.Sprintf("bad token %q", token)) },
+	}
+	handlers := map[string]func(io.Writer) slog.Handler{
+		"text": func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, nil) },
+		"json": func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) },
+	}
+	for hname, handler := range handlers {
+		for typ, fail := range fails {
+			t.Run(hname+"/"+typ, func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					var buf embLogBuf
+					c := New(&Options{Logger: slog.New(handler(&buf))})
+					defer c.Close()
+					c.RegisterType(typ, BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+						return FetchResult{}, fail()
+					}), nil)
+					req := RequestInfo{Token: token, Key: "k"}
+
+					_, _, err := c.Get(typ, req)
+					require.Error(t, err)
+					require.Empty(t, tokenLeaks(token, err.Error()), "Get's error: %s", err)
+					require.Contains(t, err.Error(), redactedText)
+
+					ev := rhFirstEvent(t, c, typ, req)
+					require.Error(t, ev.Err)
+					require.Empty(t, tokenLeaks(token, ev.Err.Error()), "Notify's error: %s", ev.Err)
+
+					synctest.Wait()
+					logs := buf.String()
+					require.Contains(t, logs, "cache: fetch failed")
+					require.Empty(t, tokenLeaks(token, logs), "logs:\n%s", logs)
+				})
+			})
+		}
+	}
+}
+
+// rhFirstEvent returns the first event of a watch of r.
+func rhFirstEvent(t *testing.T, c *Cache, typ string, r Request) UpdateEvent {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ch := make(chan UpdateEvent, 1)
+	require.NoError(t, c.Notify(ctx, typ, r, "id", ch))
+	return <-ch
+}
+
+// Regression: users' tests written for Consul v1.4.5 call TestCacheGetCh
+// and TestCacheGetChResult(t, ch, nil) for a Get that fails: Consul's
+// TestCacheGetCh logs the error and closes the channel, so the check
+// receives nil and passes. This package sent the error on the channel
+// instead, and such tests failed. TestCacheNotifyChResult with no expected
+// event must panic, as Consul's does.
+func TestRegression_TestHelpersLikeConsul(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := TestCache(t)
+		typ := TestType(t)
+		typ.Static(FetchResult{}, errors.New("rpc error: ACL not found"))
+		c.RegisterType("t", typ, nil)
+
+		ft := &helperT{}
+		TestCacheGetChResult(ft, TestCacheGetCh(ft, c, "t", TestRequest(t, RequestInfo{Key: "k"})), nil)
+		require.Empty(t, ft.fatals, "a failed Get delivers nil")
+		require.Empty(t, ft.errors)
+		require.Equal(t, []string{"Error: rpc error: ACL not found"}, ft.logs, "the error is logged")
+
+		require.PanicsWithValue(t, "asking for zero updates seems like a bug", func() {
+			TestCacheNotifyChResult(ft, make(chan UpdateEvent))
+		})
 	})
 }
