@@ -14,24 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// expiryCheckHeap fails unless every entry's heapIndex is its position and
-// the heap property (parent expires no later than child) holds.
-func expiryCheckHeap(t *testing.T, h expiryHeap) {
-	t.Helper()
-	for i, e := range h {
-		require.Equal(t, i, int(e.heapIndex), "heapIndex of element %d", i)
-		if i > 0 {
-			parent := (i - 1) / 2
-			require.LessOrEqual(t, h[parent].expires, e.expires, "heap order at %d", i)
-		}
-	}
-}
-
-// expiryCached reports whether the cache holds an entry for typ and info.
-func expiryCached(c *Cache, typ string, info RequestInfo) bool {
-	return c.lookupKey(typ, info.Datacenter, info.Token, info.Key) != nil
-}
-
 // expiryCountingType returns a blocking MockType whose Fetch returns value
 // (index 1) or err, counting its calls in n.
 func expiryCountingType(t *testing.T, n *atomic.Int64, value any, err error) *MockType {
@@ -405,5 +387,379 @@ func TestExpiry_EvictionDuringInFlightRefresh(t *testing.T) {
 		c.expiryMu.Lock()
 		require.Equal(t, 0, c.expiry.Len())
 		c.expiryMu.Unlock()
+	})
+}
+
+// ---------------------------------------------------------------------------
+// Expiry (LastGetTTL).
+
+// Pins: an entry is evicted LastGetTTL after its last hit; each hit pushes
+// the expiry back.
+func TestCacheGet_lastGetTTL(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := cacheBubble(t)
+		var log cacheFetchLog
+		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{LastGetTTL: 10 * time.Minute})
+		info := RequestInfo{Key: "k"}
+		cacheGet(t, c, "t", info)
+		for i := 0; i < 3; i++ {
+			time.Sleep(9 * time.Minute)
+			_, meta := cacheGet(t, c, "t", info)
+			require.True(t, meta.Hit, "hit %d", i)
+		}
+		require.Equal(t, 1, log.count())
+		time.Sleep(10*time.Minute + time.Second)
+		_, meta := cacheGet(t, c, "t", info)
+		require.False(t, meta.Hit, "evicted 10m after the last hit")
+		require.Equal(t, 2, log.count())
+	})
+}
+
+// Pins: the default LastGetTTL is 72 hours.
+func TestCacheGet_lastGetTTLDefault(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := cacheBubble(t)
+		var log cacheFetchLog
+		c.RegisterType("t", cacheIndexType(t, &log), nil)
+		info := RequestInfo{Key: "k"}
+		cacheGet(t, c, "t", info)
+		time.Sleep(72*time.Hour - time.Second)
+		_, meta := cacheGet(t, c, "t", info)
+		require.True(t, meta.Hit)
+		time.Sleep(72*time.Hour + time.Second)
+		_, meta = cacheGet(t, c, "t", info)
+		require.False(t, meta.Hit)
+		require.Equal(t, 2, log.count())
+	})
+}
+
+// Pins: eviction ends the background refresh of an entry; a later Get starts
+// afresh.
+func TestCacheGet_expiryStopsRefresh(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := cacheBubble(t)
+		var log cacheFetchLog
+		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{
+			Refresh: true, RefreshTimer: 3 * time.Minute, LastGetTTL: 10 * time.Minute,
+		})
+		info := RequestInfo{Key: "k"}
+		cacheGet(t, c, "t", info)
+		time.Sleep(time.Hour)
+		require.Equal(t, 4, log.count(), "fetches at 0, 3m, 6m, 9m; evicted at 10m")
+		v, meta := cacheGet(t, c, "t", info)
+		require.Equal(t, uint64(1), v, "a new entry")
+		require.False(t, meta.Hit)
+		require.Equal(t, 5, log.count())
+	})
+}
+
+// Pins: many entries due at once are all evicted (more than one eviction batch).
+func TestCacheGet_massExpiry(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := cacheBubble(t)
+		var log cacheFetchLog
+		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{LastGetTTL: time.Minute})
+		const n = evictBatch + 50
+		for i := 0; i < n; i++ {
+			cacheGet(t, c, "t", RequestInfo{Key: fmt.Sprint(i)})
+		}
+		require.Equal(t, int64(n), c.count.Load())
+		time.Sleep(2 * time.Minute)
+		require.Equal(t, int64(0), c.count.Load())
+		for i := 0; i < n; i++ {
+			_, meta := cacheGet(t, c, "t", RequestInfo{Key: fmt.Sprint(i)})
+			require.False(t, meta.Hit)
+		}
+		require.Equal(t, 2*n, log.count())
+	})
+}
+
+// Pins (seed): an entry that was stored but never hit (its Get timed out)
+// stays LastGetTTL after it was stored, even in a cache older than the TTL.
+func TestCacheGet_neverHitEntryKeptForTTL(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := cacheBubble(t)
+		typ := TestType(t)
+		var log cacheFetchLog
+		log.on(typ, cacheSleep(10*time.Second), FetchResult{Value: "v", Index: 5}, nil)
+		c.RegisterType("t", typ, &RegisterOptions{LastGetTTL: time.Hour})
+		time.Sleep(2 * time.Hour) // the cache is older than the TTL
+
+		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k", Timeout: time.Second})
+		require.Nil(t, v, "timed out before the fetch returned")
+		time.Sleep(time.Minute) // the fetch stored "v" 50s ago
+		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		require.True(t, meta.Hit, "not evicted at once")
+		require.Equal(t, "v", v)
+		require.Equal(t, 1, log.count())
+	})
+}
+
+// Pins: a fetch that finishes after its entry was evicted hands its value to
+// the Get that waited for it but does not put the entry back (the seed
+// re-inserted it, with a fresh TTL, and kept refreshing it for ever): the
+// next Get is a miss that fetches anew.
+func TestCacheGet_fetchAfterEvictionNotReinserted(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := cacheBubble(t)
+		typ := TestType(t)
+		var log cacheFetchLog
+		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
+		log.on(typ, cacheSleep(90*time.Minute), FetchResult{Value: "v6", Index: 6}, nil).Once()
+		log.on(typ, nil, FetchResult{Value: "v7", Index: 7}, nil)
+		c.RegisterType("t", typ, &RegisterOptions{LastGetTTL: time.Hour})
+
+		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		// The blocking Get gives up at 10m; the entry expires at 1h10m,
+		// with its fetch still in flight until 1h30m.
+		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 10 * time.Minute})
+		require.Equal(t, "v5", v)
+		time.Sleep(81 * time.Minute)
+		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		require.False(t, meta.Hit, "the evicted entry is not back")
+		require.Equal(t, "v7", v)
+		require.Equal(t, 3, log.count())
+	})
+}
+
+// Pins: entries_count stays equal to the number of entries when an entry is
+// evicted while a fetch for it is in flight.
+func TestCacheGet_entriesCountAfterEvictionDuringFetch(t *testing.T) {
+	sink := cacheInstallSink(t) // metrics: not parallel
+	synctest.Test(t, func(t *testing.T) {
+		c, release := cacheBubble(t)
+		typ := TestType(t)
+		var log cacheFetchLog
+		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
+		log.on(typ, cacheSleep(90*time.Minute), FetchResult{Value: "v6", Index: 6}, nil).Once()
+		log.on(typ, nil, FetchResult{Value: "v7", Index: 7}, nil).Once()
+		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		c.RegisterType("count_t", typ, &RegisterOptions{LastGetTTL: time.Hour})
+
+		cacheGet(t, c, "count_t", RequestInfo{Key: "k"})
+		cacheGet(t, c, "count_t", RequestInfo{Key: "k", MinIndex: 5}) // evicted at 1h, returns at 1h30m
+		time.Sleep(3 * time.Hour)                                     // whatever the late value did, it has expired by now
+		none := cacheGauge(t, sink, "consul.cache.entries_count")
+		cacheGet(t, c, "count_t", RequestInfo{Key: "k2"})
+		one := cacheGauge(t, sink, "consul.cache.entries_count")
+		require.Equal(t, float32(0), none, "no entry")
+		require.Equal(t, float32(1), one, "one entry")
+	})
+}
+
+// Pins: a refresh entry evicted while its blocking refresh fetch is in flight
+// does not break the cache (the fetch returns, the cache keeps serving).
+func TestCacheGet_refreshEvictedDuringFetch(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, release := cacheBubble(t)
+		typ := TestType(t)
+		var log cacheFetchLog
+		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
+		log.on(typ, cacheSleep(10*time.Minute), FetchResult{Value: "v6", Index: 6}, nil).Once()
+		log.on(typ, nil, FetchResult{Value: "v7", Index: 7}, nil).Once()
+		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		c.RegisterType("t", typ, &RegisterOptions{
+			Refresh: true, RefreshTimeout: 10 * time.Minute, LastGetTTL: 5 * time.Minute,
+		})
+		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		time.Sleep(time.Hour) // evicted at 5m, the refresh returns at 10m
+		require.Equal(t, 2, log.count(), "the loop ended with the late fetch")
+		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k2"})
+		require.Equal(t, "v7", v)
+	})
+}
+
+// ---------------------------------------------------------------------------
+// MaxEntries.
+
+// Pins: past MaxEntries the least recently hit entry is evicted first; hits,
+// which only stamp the entry, re-order the eviction lazily.
+func TestCacheMaxEntries_leastRecentlyHitFirst(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := limitsBubble(t, &Options{MaxEntries: 3})
+		var log cacheFetchLog
+		c.RegisterType("t", cacheIndexType(t, &log), nil)
+		get := func(k string) ResultMeta {
+			_, meta := cacheGet(t, c, "t", RequestInfo{Key: k})
+			time.Sleep(time.Second)
+			return meta
+		}
+		present := func(want ...string) {
+			t.Helper()
+			for _, k := range []string{"a", "b", "c", "d", "e", "f"} {
+				require.Equal(t, limitsContains(want, k), limitsCached(c, "t", k), "entry %s", k)
+			}
+		}
+		get("a")
+		get("b")
+		get("c")
+		present("a", "b", "c")
+		require.True(t, get("a").Hit)
+		get("d") // a was hit after b and c
+		present("a", "c", "d")
+		require.True(t, get("c").Hit)
+		get("e")
+		present("c", "d", "e")
+		get("f")
+		present("c", "e", "f")
+		require.Equal(t, 6, log.count())
+	})
+}
+
+func limitsContains(s []string, x string) bool {
+	for _, v := range s {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// Pins: entries are evicted by expiry time, not by last use alone: an entry
+// of a short-TTL type goes before an older one of a long-TTL type.
+func TestCacheMaxEntries_closestToExpiryFirst(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := limitsBubble(t, &Options{MaxEntries: 2})
+		var logL, logS cacheFetchLog
+		c.RegisterType("long", cacheIndexType(t, &logL), &RegisterOptions{LastGetTTL: time.Hour})
+		c.RegisterType("short", cacheIndexType(t, &logS), &RegisterOptions{LastGetTTL: time.Minute})
+		cacheGet(t, c, "long", RequestInfo{Key: "l1"}) // expires at 1h
+		time.Sleep(10 * time.Second)
+		cacheGet(t, c, "short", RequestInfo{Key: "s"}) // expires at 1m10s
+		time.Sleep(10 * time.Second)
+		cacheGet(t, c, "long", RequestInfo{Key: "l2"})
+		require.True(t, limitsCached(c, "long", "l1"))
+		require.False(t, limitsCached(c, "short", "s"))
+		require.True(t, limitsCached(c, "long", "l2"))
+	})
+}
+
+// Pins: with MaxEntries the count never stays above the bound, and each
+// eviction is counted as consul.cache.evict_size (not evict_expired);
+// MaxEntries 0 or less is unbounded.
+func TestCacheMaxEntries_boundAndMetric(t *testing.T) {
+	sink := cacheInstallSink(t) // metrics: not parallel
+	for _, tc := range []struct {
+		max, bound, evicted int
+	}{{3, 3, 7}, {0, 10, 0}, {-1, 10, 0}} {
+		t.Run(fmt.Sprint(tc.max), func(t *testing.T) {
+			before := cacheCounter(sink, "consul.cache.evict_size")
+			synctest.Test(t, func(t *testing.T) {
+				c, _ := limitsBubble(t, &Options{MaxEntries: tc.max})
+				var log cacheFetchLog
+				c.RegisterType("t", cacheIndexType(t, &log), nil)
+				for i := 0; i < 10; i++ {
+					cacheGet(t, c, "t", RequestInfo{Key: fmt.Sprint(i)})
+					require.LessOrEqual(t, c.count.Load(), int64(tc.bound), "after Get %d", i)
+					require.LessOrEqual(t, cacheGauge(t, sink, "consul.cache.entries_count"), float32(tc.bound))
+					time.Sleep(time.Second)
+				}
+				require.Equal(t, int64(tc.bound), c.count.Load())
+				require.Equal(t, float32(tc.bound), cacheGauge(t, sink, "consul.cache.entries_count"))
+			})
+			require.Equal(t, tc.evicted, cacheCounter(sink, "consul.cache.evict_size")-before)
+		})
+	}
+	require.Equal(t, 0, cacheCounter(sink, "consul.cache.evict_expired"))
+}
+
+// Pins: an entry evicted for size stops refreshing, whether its loop was
+// waiting on RefreshTimer or blocked in a refresh fetch.
+func TestCacheMaxEntries_evictedRefreshStops(t *testing.T) {
+	t.Parallel()
+	for name, ro := range map[string]*RegisterOptions{
+		"timer":    {Refresh: true, RefreshTimer: time.Minute},
+		"blocking": {Refresh: true, RefreshTimeout: 10 * time.Minute},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, func(t *testing.T) {
+				c, release := limitsBubble(t, &Options{MaxEntries: 1})
+				var logA, logB cacheFetchLog
+				c.RegisterType("a", limitsChangingType(t, &logA, ro.RefreshTimeout, release), ro)
+				c.RegisterType("b", limitsChangingType(t, &logB, ro.RefreshTimeout, release), ro)
+				cacheGet(t, c, "a", RequestInfo{Key: "k"})
+				time.Sleep(30 * time.Second)
+				cacheGet(t, c, "b", RequestInfo{Key: "k"})
+				require.False(t, limitsCached(c, "a", "k"), "a evicted for size")
+				n := logA.count()
+				time.Sleep(3 * time.Hour)
+				require.Equal(t, n, logA.count(), "a's refresh stopped")
+				require.Greater(t, logB.count(), 10, "b refreshes")
+				require.True(t, limitsCached(c, "b", "k"))
+			})
+		})
+	}
+}
+
+// Pins: an entry whose first fetch is still in flight is not evicted for
+// size, even when it is the oldest: the next evictable entry goes instead,
+// and the waiting Get gets its value.
+func TestCacheMaxEntries_inFlightNotEvicted(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, release := limitsBubble(t, &Options{MaxEntries: 2})
+		gate := make(chan struct{})
+		slow := TestType(t)
+		var logSlow, logFast cacheFetchLog
+		logSlow.on(slow, func() { limitsUntilEither(gate, release) }, FetchResult{Value: "slow", Index: 4}, nil)
+		c.RegisterType("slow", slow, nil)
+		c.RegisterType("fast", cacheIndexType(t, &logFast), nil)
+
+		ch := cacheGoGet(c, "slow", TestRequest(t, RequestInfo{Key: "a"}))
+		cacheRequireBlocked(t, ch)
+		time.Sleep(time.Second)
+		cacheGet(t, c, "fast", RequestInfo{Key: "x"})
+		time.Sleep(time.Second)
+		cacheGet(t, c, "fast", RequestInfo{Key: "y"}) // 3 > 2: x goes, not a
+		require.True(t, limitsCached(c, "slow", "a"), "in flight: not evicted")
+		require.False(t, limitsCached(c, "fast", "x"))
+		require.True(t, limitsCached(c, "fast", "y"))
+
+		cacheGet(t, c, "fast", RequestInfo{Key: "z"}) // nothing but y is evictable
+		require.True(t, limitsCached(c, "slow", "a"))
+		require.False(t, limitsCached(c, "fast", "y"))
+
+		close(gate)
+		r := cacheRequireReturned(t, ch)
+		require.NoError(t, r.Err)
+		require.Equal(t, "slow", r.Value)
+		_, meta := cacheGet(t, c, "slow", RequestInfo{Key: "a"})
+		require.True(t, meta.Hit, "still cached once fetched")
+		require.Equal(t, 1, logSlow.count())
+	})
+}
+
+// Pins: once the first fetches that held entries out of reach finish, the
+// count goes back to MaxEntries (it does not stay above the bound).
+func TestCacheMaxEntries_boundRestoredAfterInFlightFetch(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, release := limitsBubble(t, &Options{MaxEntries: 1})
+		gate := make(chan struct{})
+		slow := TestType(t)
+		var logSlow, logFast cacheFetchLog
+		logSlow.on(slow, func() { limitsUntilEither(gate, release) }, FetchResult{Value: "slow", Index: 4}, nil)
+		c.RegisterType("slow", slow, nil)
+		c.RegisterType("fast", cacheIndexType(t, &logFast), nil)
+
+		ch := cacheGoGet(c, "slow", TestRequest(t, RequestInfo{Key: "a"}))
+		cacheRequireBlocked(t, ch)
+		cacheGet(t, c, "fast", RequestInfo{Key: "b"}) // 2 > 1, but a is not evictable yet
+
+		close(gate)
+		r := cacheRequireReturned(t, ch)
+		require.Equal(t, "slow", r.Value)
+		time.Sleep(time.Minute)
+		require.LessOrEqual(t, c.count.Load(), int64(1), "back within MaxEntries once the fetch finished")
 	})
 }

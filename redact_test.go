@@ -1,35 +1,19 @@
 package cache
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
-	"strconv"
-	"strings"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
-
-// tokenLeaks returns the forms of token that s still contains: as it is,
-// Go-quoted, ASCII-quoted, JSON-quoted and URL-escaped with upper- and
-// lower-case hex.
-func tokenLeaks(token, s string) []string {
-	unquote := func(q string) string { return q[1 : len(q)-1] }
-	j, _ := json.Marshal(token)
-	var leaks []string
-	for _, f := range []string{
-		token, unquote(strconv.Quote(token)), unquote(strconv.QuoteToASCII(token)), unquote(string(j)),
-		url.QueryEscape(token), lowerHexOnly(url.QueryEscape(token)), url.PathEscape(token), lowerHexOnly(url.PathEscape(token)),
-	} {
-		if strings.Contains(s, f) {
-			leaks = append(leaks, f)
-		}
-	}
-	return leaks
-}
 
 // tokenHolder is a struct whose %#v quotes the token.
 type tokenHolder struct {
@@ -73,19 +57,6 @@ func TestRedact_Forms(t *testing.T) {
 			require.Contains(t, got, redactedText, "token %q, %s", tok, name)
 		}
 	}
-}
-
-// lowerHexOnly lower-cases the hex digits of the escapes in e, not the rest.
-func lowerHexOnly(e string) string {
-	var b strings.Builder
-	for i := 0; i < len(e); i++ {
-		b.WriteByte(e[i])
-		if e[i] == '%' && i+2 < len(e) {
-			b.WriteString(strings.ToLower(e[i+1 : i+3]))
-			i += 2
-		}
-	}
-	return b.String()
 }
 
 // Pins exact results: what is replaced, and that the rest of the message
@@ -199,4 +170,109 @@ func BenchmarkRedactError(b *testing.B) {
 			}
 		})
 	}
+}
+
+// ---------------------------------------------------------------------------
+// ACL token secrecy.
+
+// Pins: the token is in no log line (errors, panics, back-off; Type messages redacted, rest kept) nor metric name.
+func TestEmbedding_TokenNotLoggedNorInMetricNames(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var buf embLogBuf
+		m, sink := embMetrics(t)
+		c, _ := embNew(t, &Options{Logger: embLogger(&buf), Metrics: m})
+		c.RegisterType("errt", BlockingFetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+			return FetchResult{}, embTokenErr(r)
+		}), &RegisterOptions{Refresh: true})
+		c.RegisterType("panict", BlockingFetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+			panic("bad token " + r.CacheInfo().Token)
+		}), &RegisterOptions{Refresh: true})
+		c.RegisterType("okt", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+			return FetchResult{Value: "v", Index: 1}, nil
+		}), &RegisterOptions{LastGetTTL: time.Minute})
+
+		req := RequestInfo{Token: embToken, Datacenter: "dc1", Key: "k"}
+		for _, typ := range []string{"errt", "panict"} {
+			_, _, err := c.Get(typ, req)
+			require.Error(t, err)
+		}
+		for range 2 {
+			v, _, err := c.Get("okt", req) // miss, then hit
+			require.NoError(t, err)
+			require.Equal(t, "v", v)
+		}
+		time.Sleep(5 * time.Minute) // back-off rounds and the expiry of okt
+		synctest.Wait()
+
+		logs := buf.String()
+		require.NotContains(t, logs, embToken)
+		require.NotEmpty(t, buf.lines("backing off"))
+		require.Contains(t, logs, "permission denied for token", "the error is logged, redacted")
+		require.Contains(t, logs, "bad token", "the panic value is logged, redacted")
+
+		names := embMetricNames(sink)
+		require.Contains(t, names, "consul.cache.okt.hit")
+		require.Contains(t, names, "consul.cache.panict.fetch_panic")
+		for _, n := range names {
+			require.NotContains(t, n, embToken)
+		}
+	})
+}
+
+// Pins: a waiter's panic error has the token redacted from the panic value, the rest kept.
+func TestEmbedding_TokenRedactedFromPanicError(t *testing.T) {
+	t.Parallel()
+	c, _ := embNew(t, nil)
+	c.RegisterType("panict", FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+		panic(embTokenErr(r))
+	}), nil)
+
+	_, _, err := c.Get("panict", RequestInfo{Token: embToken, Key: "k"})
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), embToken)
+	require.Contains(t, err.Error(), "permission denied for token")
+}
+
+// Pins: Get and Notify errors from a Type error quoting the token have it redacted, the rest kept.
+func TestEmbedding_TokenRedactedFromFetchError(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := embNew(t, nil)
+		c.RegisterType("errt", BlockingFetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+			return FetchResult{}, embTokenErr(r)
+		}), nil)
+		req := RequestInfo{Token: embToken, Key: "k"}
+
+		_, _, err := c.Get("errt", req)
+		require.Error(t, err)
+		require.NotContains(t, err.Error(), embToken)
+		require.Contains(t, err.Error(), "permission denied for token")
+
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		var evErr atomic.Pointer[error]
+		require.NoError(t, c.NotifyCallback(ctx, "errt", req, "id", func(_ context.Context, e UpdateEvent) {
+			evErr.CompareAndSwap(nil, &e.Err)
+		}))
+		synctest.Wait()
+		require.NotNil(t, evErr.Load())
+		require.Error(t, *evErr.Load())
+		require.NotContains(t, (*evErr.Load()).Error(), embToken)
+		cancel()
+	})
+}
+
+// Pins: a bypass Get (empty Key) also gets the Type's error with the token redacted.
+func TestEmbedding_TokenRedactedFromBypassError(t *testing.T) {
+	t.Parallel()
+	c, _ := embNew(t, nil)
+	c.RegisterType("errt", FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+		return FetchResult{}, embTokenErr(r)
+	}), nil)
+
+	_, _, err := c.Get("errt", RequestInfo{Token: embToken})
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), embToken)
+	require.Contains(t, err.Error(), "permission denied for token")
 }

@@ -17,10 +17,8 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
-	"reflect"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,23 +30,6 @@ import (
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 )
-
-// regContextType adapts a function to a ContextType: the cache must call
-// FetchContext, never Fetch.
-type regContextType struct {
-	blocking bool
-	fetch    func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error)
-}
-
-func (rt regContextType) Fetch(FetchOptions, Request) (FetchResult, error) {
-	return FetchResult{}, errors.New("cache test: Fetch called on a ContextType")
-}
-
-func (rt regContextType) FetchContext(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
-	return rt.fetch(ctx, o, r)
-}
-
-func (rt regContextType) SupportsBlocking() bool { return rt.blocking }
 
 // regRecord records, in log, a Fetch of a type that is not a MockType.
 func regRecord(log *cacheFetchLog, o FetchOptions, r Request) {
@@ -66,66 +47,10 @@ func regGate(t *testing.T) (<-chan struct{}, func()) {
 	return ch, open
 }
 
-// regBackOffBase is the documented least back-off after n failures in a
-// row: none up to CacheRefreshBackoffMin, then 2 s, doubling up to
-// CacheRefreshMaxWait. The wait itself adds a stagger below the base.
-func regBackOffBase(n int) time.Duration {
-	if n <= CacheRefreshBackoffMin {
-		return 0
-	}
-	shift := n - CacheRefreshBackoffMin
-	if shift >= 6 { // 64 s: past the cap
-		return CacheRefreshMaxWait
-	}
-	return min(time.Duration(1<<shift)*time.Second, CacheRefreshMaxWait)
-}
-
-// regRequireBackOff checks that times, the start times of failing fetches
-// that each took d (with no RefreshTimer), follow a single back-off
-// schedule: fetch i+1 starts d after fetch i, plus the back-off after i
-// failures, which is at least its base and less than twice it.
-func regRequireBackOff(t *testing.T, times []time.Time, d time.Duration) {
-	t.Helper()
-	for i := 1; i < len(times); i++ {
-		wait := times[i].Sub(times[i-1]) - d
-		base := regBackOffBase(i)
-		if base == 0 {
-			require.Equal(t, time.Duration(0), wait, "wait before fetch %d (after %d failures)", i+1, i)
-			continue
-		}
-		require.GreaterOrEqual(t, wait, base, "wait before fetch %d (after %d failures)", i+1, i)
-		require.Less(t, wait, 2*base, "wait before fetch %d (after %d failures)", i+1, i)
-	}
-}
-
 // regRaise raises m to v if v is greater.
 func regRaise(m *atomic.Int32, v int32) {
 	for old := m.Load(); v > old && !m.CompareAndSwap(old, v); old = m.Load() {
 	}
-}
-
-// regSleep returns a wait func for cacheFetchLog.on (or for a Fetch of
-// its own) that sleeps d, or less if release is closed first: unlike
-// cacheSleep, it cannot outlive a bubble whose test failed early.
-func regSleep(d time.Duration, release <-chan struct{}) func() {
-	return func() {
-		timer := time.NewTimer(d)
-		defer timer.Stop()
-		select {
-		case <-timer.C:
-		case <-release:
-		}
-	}
-}
-
-// regGoGetContext is cacheGoGet for GetContext.
-func regGoGetContext(ctx context.Context, c *Cache, typ string, r Request) <-chan cacheGetResult {
-	ch := make(chan cacheGetResult, 1)
-	go func() {
-		v, meta, err := c.GetContext(ctx, typ, r)
-		ch <- cacheGetResult{v, meta, err}
-	}()
-	return ch
 }
 
 // regReturnsAfter (in a bubble) returns the result of the Get that sends
@@ -136,38 +61,6 @@ func regReturnsAfter(t *testing.T, ch <-chan cacheGetResult, d time.Duration) ca
 	cacheRequireBlocked(t, ch)
 	time.Sleep(time.Nanosecond)
 	return cacheRequireReturned(t, ch)
-}
-
-// regStack returns runtime.Stack's dump of the current goroutine or, with
-// all, of every goroutine.
-func regStack(all bool) string {
-	buf := make([]byte, 64<<10)
-	for {
-		n := runtime.Stack(buf, all)
-		if n < len(buf) {
-			return string(buf[:n])
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-}
-
-// regWatches returns the number of live Notify watches that the calling
-// goroutine started: goroutines created by Notify or NotifyCallback in it.
-// Unlike synctest.Wait with an idle channel, it tells a watch that ended
-// from one still blocked in a Get.
-func regWatches(t *testing.T) int {
-	t.Helper()
-	self := strings.Fields(regStack(false)) // "goroutine 42 [running]: ..."
-	require.GreaterOrEqual(t, len(self), 2)
-	creator := "\ncreated by " + reflect.TypeFor[Cache]().PkgPath() + ".(*Cache).Notify"
-	parent := " in goroutine " + self[1] + "\n"
-	n := 0
-	for _, g := range strings.Split(regStack(true), "\n\n") {
-		if i := strings.Index(g, creator); i >= 0 && strings.Contains(g[i:], parent) {
-			n++
-		}
-	}
-	return n
 }
 
 // regPanicValue returns what f panicked with, or nil.
@@ -2387,15 +2280,6 @@ func collidingTypes(c *Cache, opts *RegisterOptions) *sync.Map {
 		}), opts)
 	}
 	return &fetches
-}
-
-// fetchCount returns how often p was fetched.
-func fetchCount(fetches *sync.Map, p entryKey) int64 {
-	n, ok := fetches.Load(p)
-	if !ok {
-		return 0
-	}
-	return n.(*atomic.Int64).Load()
 }
 
 // getPartition gets p from c and checks that the value is p's own, and

@@ -3,7 +3,6 @@ package cache
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -12,69 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// helperT is a T that records failures instead of stopping the test, so that
-// the helpers' failure paths can be checked. Fatalf only records: it may be
-// called from any goroutine.
-type helperT struct {
-	mu       sync.Mutex
-	fatals   []string
-	errors   []string
-	logs     []string
-	cleanups []func()
-}
-
 var _ T = (*helperT)(nil)
 var _ T = (*testing.T)(nil)
-
-func (h *helperT) Helper() {}
-
-func (h *helperT) Cleanup(f func()) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.cleanups = append(h.cleanups, f)
-}
-
-func (h *helperT) Logf(format string, args ...any) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.logs = append(h.logs, fmt.Sprintf(format, args...))
-}
-
-func (h *helperT) Errorf(format string, args ...any) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.errors = append(h.errors, fmt.Sprintf(format, args...))
-}
-
-func (h *helperT) Fatalf(format string, args ...any) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.fatals = append(h.fatals, fmt.Sprintf(format, args...))
-}
-
-func (h *helperT) FailNow() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.fatals = append(h.fatals, "FailNow")
-}
-
-// failed reports whether Fatalf, Errorf or FailNow was called.
-func (h *helperT) failed() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.fatals)+len(h.errors) > 0
-}
-
-// runCleanups runs the registered cleanups, last first, as testing does.
-func (h *helperT) runCleanups() {
-	h.mu.Lock()
-	fs := h.cleanups
-	h.cleanups = nil
-	h.mu.Unlock()
-	for i := len(fs) - 1; i >= 0; i-- {
-		fs[i]()
-	}
-}
 
 // Pins MockType.Static: every Fetch returns the given result and error, and
 // the returned *mock.Call can limit it (Times).

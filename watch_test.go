@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,141 +13,6 @@ import (
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 )
-
-// notifyBackend is a fake blocking data source for Notify tests: Fetch waits
-// until the index exceeds MinIndex (or opts.Timeout passes, then returns the
-// current value unchanged). Create it inside the bubble; it releases blocked
-// fetches on test cleanup so that no goroutine outlives the bubble.
-type notifyBackend struct {
-	mu      sync.Mutex
-	value   any
-	index   uint64
-	changed chan struct{} // closed and replaced on every set
-	closed  bool
-	fetches atomic.Int64
-	minIdx  []uint64 // MinIndex of every Fetch
-}
-
-func newNotifyBackend(t *testing.T, value any, index uint64) *notifyBackend {
-	b := &notifyBackend{value: value, index: index, changed: make(chan struct{})}
-	t.Cleanup(func() {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		b.closed = true
-		close(b.changed)
-	})
-	return b
-}
-
-func (b *notifyBackend) set(value any, index uint64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.value, b.index = value, index
-	close(b.changed)
-	b.changed = make(chan struct{})
-}
-
-func (b *notifyBackend) minIndexes() []uint64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]uint64(nil), b.minIdx...)
-}
-
-func (b *notifyBackend) Fetch(opts FetchOptions, _ Request) (FetchResult, error) {
-	b.fetches.Add(1)
-	var timeout <-chan time.Time
-	if opts.Timeout > 0 {
-		tm := time.NewTimer(opts.Timeout)
-		defer tm.Stop()
-		timeout = tm.C
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.minIdx = append(b.minIdx, opts.MinIndex)
-	for b.index <= opts.MinIndex && !b.closed {
-		ch := b.changed
-		b.mu.Unlock()
-		timedOut := false
-		select {
-		case <-ch:
-		case <-timeout:
-			timedOut = true
-		}
-		b.mu.Lock()
-		if timedOut {
-			break
-		}
-	}
-	if b.closed {
-		// Fail, so that a refresh loop backs off instead of spinning
-		// until the cache is closed.
-		return FetchResult{}, errors.New("backend closed")
-	}
-	return FetchResult{Value: b.value, Index: b.index}, nil
-}
-
-func (b *notifyBackend) SupportsBlocking() bool { return true }
-
-// notifyNoEvent fails if an event is waiting on ch once the bubble is idle.
-func notifyNoEvent(t *testing.T, ch <-chan UpdateEvent) {
-	t.Helper()
-	synctest.Wait()
-	select {
-	case ev := <-ch:
-		t.Fatalf("unexpected event: %+v", ev)
-	default:
-	}
-}
-
-// notifyRecv returns the next event, failing if none comes within d of fake
-// time.
-func notifyRecv(t *testing.T, ch <-chan UpdateEvent, d time.Duration) UpdateEvent {
-	t.Helper()
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case ev := <-ch:
-		return ev
-	case <-tm.C:
-		t.Fatalf("no event within %s", d)
-		return UpdateEvent{}
-	}
-}
-
-// notifyTimedType returns a MockType (blocking or not) whose Fetch records
-// its fake start time and returns next().
-func notifyTimedType(t *testing.T, blocking bool, next func(FetchOptions) (FetchResult, error)) (*MockType, func() []time.Time) {
-	var mu sync.Mutex
-	var times []time.Time
-	var lastErr error
-	typ := TestType(t)
-	if !blocking {
-		typ = TestTypeNonBlocking(t)
-	}
-	typ.On("Fetch", mock.Anything, mock.Anything).Return(
-		func(o FetchOptions, _ Request) FetchResult {
-			mu.Lock()
-			times = append(times, time.Now())
-			mu.Unlock()
-			res, err := next(o) // may block: not under mu
-			mu.Lock()
-			lastErr = err
-			mu.Unlock()
-			return res
-		},
-		// The cache never runs two Fetches of one entry at once, so the
-		// error of the call just made is lastErr.
-		func(FetchOptions, Request) error {
-			mu.Lock()
-			defer mu.Unlock()
-			return lastErr
-		})
-	return typ, func() []time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]time.Time(nil), times...)
-	}
-}
 
 // Pins that Notify on an unregistered type returns an error.
 func TestNotify_UnknownType(t *testing.T) {
@@ -722,5 +588,186 @@ func TestNotify_BlockingIgnoresRequestMinIndex(t *testing.T) {
 		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}})
 		require.Equal(t, uint64(0), b.minIndexes()[0])
 		cancel()
+	})
+}
+
+// Pins: the internal context ends a waiting watch Get with the last value
+// and ctx.Err() (Notify relies on it).
+func TestCacheGetWithIndex_contextCancel(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, release := cacheBubble(t)
+		typ := TestType(t)
+		var log cacheFetchLog
+		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
+		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		c.RegisterType("t", typ, nil)
+		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+
+		ctx, cancel := context.WithCancel(context.Background())
+		info := RequestInfo{Key: "k"}
+		ch := make(chan cacheGetResult, 1)
+		go func() {
+			w := &watch{c: c, ctx: ctx, t: "t", r: TestRequest(t, info), info: info}
+			v, meta, err := w.get(5, 0)
+			ch <- cacheGetResult{v, meta, err}
+		}()
+		cacheRequireBlocked(t, ch)
+		cancel()
+		r := cacheRequireReturned(t, ch)
+		require.ErrorIs(t, r.Err, context.Canceled)
+		require.Equal(t, "v5", r.Value)
+		require.Equal(t, ResultMeta{Index: 5}, r.Meta)
+	})
+}
+
+// ergoEvents records the events a NotifyCallback watch delivers.
+type ergoEvents struct {
+	mu     sync.Mutex
+	events []UpdateEvent
+}
+
+func (e *ergoEvents) add(ev UpdateEvent) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ev.Meta.Age = 0
+	e.events = append(e.events, ev)
+}
+
+func (e *ergoEvents) get() []UpdateEvent {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]UpdateEvent(nil), e.events...)
+}
+
+// ---------------------------------------------------------------------------
+// NotifyCallback.
+
+// Pins: NotifyCallback rejects unknown type, nil cb, polling without MaxAge; Notify a nil chan; no watch starts.
+func TestNotifyCallback_Errors(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := embNew(t, nil)
+		var calls embCalls
+		c.RegisterType("blocking", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
+			calls.add(o, r)
+			return FetchResult{Value: "v", Index: 1}, nil
+		}), nil)
+		c.RegisterType("polling", FetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
+			calls.add(o, r)
+			return FetchResult{Value: "v", Index: 1}, nil
+		}), nil)
+		ctx := t.Context()
+		req := RequestInfo{Key: "k"}
+		called := false
+		cb := func(context.Context, UpdateEvent) { called = true }
+
+		err := c.NotifyCallback(ctx, "nope", req, "id", cb)
+		require.ErrorContains(t, err, "nope")
+		require.Error(t, c.NotifyCallback(ctx, "blocking", req, "id", nil))
+		require.Error(t, c.NotifyCallback(ctx, "polling", req, "id", cb))
+		require.Error(t, c.Notify(ctx, "blocking", req, "id", nil))
+
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		require.Zero(t, calls.count(), "no watch was started")
+		require.False(t, called)
+	})
+}
+
+// Pins: cb gets each change in order, one call at a time, with correlation ID, result, meta and the live ctx.
+func TestNotifyCallback_EventsInOrder(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := embNew(t, nil)
+		b := newNotifyBackend(t, "v1", 5)
+		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+		ctx, cancel := context.WithCancel(context.WithValue(t.Context(), ergoCtxKey{}, "mine"))
+		defer cancel()
+
+		var got ergoEvents
+		var inCb, overlaps atomic.Int32
+		var ctxOK atomic.Bool
+		ctxOK.Store(true)
+		require.NoError(t, c.NotifyCallback(ctx, "t", RequestInfo{Key: "k"}, "id", func(cctx context.Context, e UpdateEvent) {
+			if inCb.Add(1) > 1 {
+				overlaps.Add(1)
+			}
+			defer inCb.Add(-1)
+			if cctx.Value(ergoCtxKey{}) != "mine" || cctx.Err() != nil {
+				ctxOK.Store(false)
+			}
+			time.Sleep(time.Second) // a slow callback holds the watch back
+			got.add(e)
+		}))
+		synctest.Wait()
+		b.set("v2", 6)
+		synctest.Wait()
+		time.Sleep(2 * time.Second)
+		b.set("v3", 7)
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+
+		require.Equal(t, []UpdateEvent{
+			{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}},
+			{CorrelationID: "id", Result: "v2", Meta: ResultMeta{Index: 6}},
+			{CorrelationID: "id", Result: "v3", Meta: ResultMeta{Index: 7}},
+		}, got.get())
+		require.Zero(t, overlaps.Load(), "callbacks overlapped")
+		require.True(t, ctxOK.Load(), "the callback did not get the watch's live ctx")
+		cancel()
+	})
+}
+
+// Pins: after ctx ends (in cb or while waiting) cb is never called, fetching stops and the watch goroutine ends.
+func TestNotifyCallback_NotCalledAfterCancel(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := embNew(t, nil)
+		ba, bb := newNotifyBackend(t, "a1", 5), newNotifyBackend(t, "b1", 5)
+		c.RegisterType("a", ba, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+		c.RegisterType("b", bb, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+
+		// Watch a: its callback cancels the watch on the first event.
+		ctxA, cancelA := context.WithCancel(t.Context())
+		defer cancelA()
+		var late atomic.Int32 // callbacks run with ctx already done
+		var gotA ergoEvents
+		require.NoError(t, c.NotifyCallback(ctxA, "a", RequestInfo{Key: "k"}, "a", func(cctx context.Context, e UpdateEvent) {
+			if cctx.Err() != nil {
+				late.Add(1)
+			}
+			gotA.add(e)
+			cancelA()
+		}))
+		// Watch b: cancelled from outside while it waits for a change.
+		ctxB, cancelB := context.WithCancel(t.Context())
+		defer cancelB()
+		var gotB ergoEvents
+		require.NoError(t, c.NotifyCallback(ctxB, "b", RequestInfo{Key: "k"}, "b", func(cctx context.Context, e UpdateEvent) {
+			if cctx.Err() != nil {
+				late.Add(1)
+			}
+			gotB.add(e)
+		}))
+		synctest.Wait()
+		require.Len(t, gotA.get(), 1)
+		require.Len(t, gotB.get(), 1)
+		require.Equal(t, int64(2), bb.fetches.Load(), "watch b waits in a blocking fetch")
+		cancelB()
+		synctest.Wait()
+		fetchesA := ba.fetches.Load()
+
+		for i := uint64(6); i < 9; i++ {
+			ba.set(fmt.Sprint("a", i), i)
+			bb.set(fmt.Sprint("b", i), i)
+			time.Sleep(time.Hour)
+		}
+		synctest.Wait()
+		require.Len(t, gotA.get(), 1, "callback a called after cancel")
+		require.Len(t, gotB.get(), 1, "callback b called after cancel")
+		require.Equal(t, fetchesA, ba.fetches.Load(), "watch a fetched after cancel")
+		require.Equal(t, int64(2), bb.fetches.Load(), "watch b fetched after cancel")
+		require.Zero(t, late.Load(), "a callback ran with its ctx done")
 	})
 }
