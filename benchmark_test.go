@@ -540,11 +540,6 @@ func BenchmarkNotifyFanout(b *testing.B) {
 	b.ReportMetric(float64(bb.answered.Load()-before)/float64(rounds*nkeys), "fetches/change")
 }
 
-// oldHashM1 is the constant the cache's hash once XORed the first eight
-// bytes of a key with before multiplying: any key of 8 to 16 bytes that
-// starts with it, little-endian, hashed to 0 whatever the seed.
-const oldHashM1 = 0xa0761d6478bd642f
-
 // BenchmarkAdversarialKeys measures misses and hits of 20,000 keys
 // crafted to collide under the cache's former hash, and of keys sharing a
 // long prefix, against random keys. A miss fills every key into a fresh

@@ -17,18 +17,18 @@ import (
 func TestCacheGet_metaNonRefresh(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), nil)
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), nil)
 
 		time.Sleep(time.Second)
-		_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		_, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, ResultMeta{Index: 1}, meta)
 		time.Sleep(5 * time.Second)
-		_, meta = cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		_, meta = requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, ResultMeta{Hit: true, Age: 5 * time.Second, Index: 1}, meta)
 		time.Sleep(5 * time.Second)
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 1})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 1})
 		require.Equal(t, uint64(2), v)
 		require.Equal(t, ResultMeta{Index: 2}, meta, "waited for a fetch: no hit, age 0")
 	})
@@ -39,19 +39,19 @@ func TestCacheGet_metaNonRefresh(t *testing.T) {
 func TestCacheGet_metaRefreshAge(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
-		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()                        // t0
-		log.on(typ, cacheSleep(10*time.Second), FetchResult{}, errors.New("e")).Once()          // fails at 10s
-		log.on(typ, cacheSleep(10*time.Second), FetchResult{}, errors.New("e")).Once()          // fails at 20s
-		log.on(typ, cacheSleep(20*time.Second), FetchResult{Value: "v6", Index: 6}, nil).Once() // ok at 40s
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		var log fetchLog
+		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()                           // t0
+		log.on(typ, sleeping(10*time.Second, nil), FetchResult{}, errors.New("e")).Once()          // fails at 10s
+		log.on(typ, sleeping(10*time.Second, nil), FetchResult{}, errors.New("e")).Once()          // fails at 20s
+		log.on(typ, sleeping(20*time.Second, nil), FetchResult{Value: "v6", Index: 6}, nil).Once() // ok at 40s
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, &RegisterOptions{Refresh: true})
 		start := time.Now()
 		at := func(d time.Duration) { time.Sleep(time.Until(start.Add(d))) }
 
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		for _, step := range []struct {
 			at  time.Duration
 			val string
@@ -63,7 +63,7 @@ func TestCacheGet_metaRefreshAge(t *testing.T) {
 			{45 * time.Second, "v6", 0},
 		} {
 			at(step.at)
-			v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, step.val, v, "at %s", step.at)
 			require.True(t, meta.Hit)
 			require.Equal(t, step.age, meta.Age, "at %s", step.at)
@@ -84,22 +84,22 @@ func TestCacheGet_metaRefreshConnectedTimer(t *testing.T) {
 		{31 * time.Second, false},
 	} {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			typ := TestType(t)
-			var log cacheFetchLog
+			var log fetchLog
 			log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-			log.on(typ, cacheSleep(10*time.Second), FetchResult{}, errors.New("e")).Once() // lost at 10s
-			log.on(typ, cacheSleep(5*time.Minute), FetchResult{}, errors.New("e")).Once()  // blocks 10s..5m10s
-			log.on(typ, cacheUntil(release), FetchResult{}, nil)
+			log.on(typ, sleeping(10*time.Second, nil), FetchResult{}, errors.New("e")).Once() // lost at 10s
+			log.on(typ, sleeping(5*time.Minute, nil), FetchResult{}, errors.New("e")).Once()  // blocks 10s..5m10s
+			log.on(typ, waitingFor(release), FetchResult{}, nil)
 			c.RegisterType("t", typ, &RegisterOptions{Refresh: true, RefreshTimeout: tc.timeout})
 			start := time.Now()
 			age := func(at time.Duration) time.Duration {
 				time.Sleep(time.Until(start.Add(at)))
-				_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+				_, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 				return meta.Age
 			}
 
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, 30500*time.Millisecond, age(40500*time.Millisecond), "blocked 30.5s")
 			if tc.cleared {
 				require.Equal(t, time.Duration(0), age(41500*time.Millisecond), "blocked 31.5s: connected")
@@ -121,16 +121,16 @@ func TestCacheGet_metaRefreshConnectedTimer(t *testing.T) {
 func TestCacheClose_stopsRefresh(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.NoError(t, c.Close())
 		require.NoError(t, c.Close())
 		time.Sleep(time.Hour)
 		require.Equal(t, 1, log.count(), "no refresh after Close")
 
-		_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		_, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.True(t, meta.Hit, "cached values are still served")
 		v, _, err := c.Get("t", TestRequest(t, RequestInfo{Key: "k2"}))
 		require.ErrorIs(t, err, ErrClosed, "a Get that needs a fetch")
@@ -145,9 +145,9 @@ func TestCacheClose_stopsRefresh(t *testing.T) {
 func TestCacheClose_duringBackoff(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{}, errors.New("down")).Times(4)
 		log.on(typ, nil, FetchResult{Value: "v", Index: 5}, nil)
 		c.RegisterType("t", typ, &RegisterOptions{Refresh: true})
@@ -157,11 +157,11 @@ func TestCacheClose_duringBackoff(t *testing.T) {
 		synctest.Wait()
 		require.Equal(t, 4, log.count())
 
-		ch := cacheGoGet(c, "t", req)
-		cacheRequireBlocked(t, ch)
+		ch := goGet(c, "t", req)
+		requireBlocked(t, ch)
 		start := time.Now()
 		require.NoError(t, c.Close())
-		r := cacheRequireReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.Equal(t, start, time.Now(), "not after the back-off")
 		require.ErrorIs(t, r.Err, ErrClosed)
 		require.Nil(t, r.Value)
@@ -175,22 +175,22 @@ func TestCacheClose_duringBackoff(t *testing.T) {
 func TestCacheClose_duringFetch(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		gate := make(chan struct{})
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
-		log.on(typ, cacheUntil(gate), FetchResult{Value: "v2", Index: 2}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(gate), FetchResult{Value: "v2", Index: 2}, nil).Once()
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, &RegisterOptions{Refresh: true})
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		synctest.Wait()
 		require.Equal(t, 2, log.count())
 
 		require.NoError(t, c.Close())
 		close(gate)
 		time.Sleep(time.Hour)
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "v2", v)
 		require.True(t, meta.Hit)
 		require.Equal(t, 2, log.count())
@@ -201,13 +201,13 @@ func TestCacheClose_duringFetch(t *testing.T) {
 func TestCacheClose_stopsExpiry(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{LastGetTTL: time.Minute})
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), &RegisterOptions{LastGetTTL: time.Minute})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.NoError(t, c.Close())
 		time.Sleep(time.Hour)
-		_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		_, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.True(t, meta.Hit)
 		require.Equal(t, 1, log.count())
 	})
@@ -218,16 +218,16 @@ func TestCacheClose_stopsExpiry(t *testing.T) {
 func TestCacheRegisterType_copiesOptions(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
+		c, _ := bubble(t)
+		var log fetchLog
 		opts := &RegisterOptions{}
-		c.RegisterType("t", cacheIndexType(t, &log), opts)
+		c.RegisterType("t", indexType(t, &log), opts)
 		require.Equal(t, RegisterOptions{}, *opts)
 
 		opts.Refresh, opts.RefreshTimer, opts.LastGetTTL = true, time.Second, time.Minute
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		time.Sleep(time.Hour)
-		_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		_, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.True(t, meta.Hit, "still the 72h default TTL")
 		require.Equal(t, 1, log.count(), "still no refresh")
 	})
@@ -238,7 +238,7 @@ func TestCacheRegisterType_copiesOptions(t *testing.T) {
 func TestCacheRegisterType_replace(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		opts := &RegisterOptions{Refresh: true, RefreshTimer: time.Minute}
 		a := TestType(t)
 		a.Static(FetchResult{Value: "a", Index: 1}, nil)
@@ -246,11 +246,11 @@ func TestCacheRegisterType_replace(t *testing.T) {
 		b.Static(FetchResult{Value: "b", Index: 2}, nil)
 
 		c.RegisterType("t", a, opts)
-		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, _ := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "a", v)
 		c.RegisterType("t", b, opts)
 		time.Sleep(61 * time.Second)
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "b", v)
 		require.Equal(t, ResultMeta{Hit: true, Index: 2}, meta)
 		a.AssertNumberOfCalls(t, "Fetch", 1)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -34,17 +36,17 @@ func TestNewEntry_keys(t *testing.T) {
 func TestCacheGet_zeroIndexCoercedToOne(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v0", Index: 0}, nil).Once()
 		log.on(typ, nil, FetchResult{Value: "v3", Index: 3}, nil)
 		c.RegisterType("t", typ, nil)
 
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "v0", v)
 		require.Equal(t, ResultMeta{Index: 1}, meta)
-		v, meta = cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 1})
+		v, meta = requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 1})
 		require.Equal(t, "v3", v)
 		require.Equal(t, ResultMeta{Index: 3}, meta)
 		require.Equal(t, uint64(1), log.opt(1).MinIndex)
@@ -58,9 +60,9 @@ func TestCacheGet_zeroIndexCoercedToOne(t *testing.T) {
 func TestCacheGet_fetchState(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{State: "s0"}, nil).Once() // rate limited, no value yet
 		log.on(typ, nil, FetchResult{Value: "v1", State: "s1", Index: 5}, nil).Once()
 		log.on(typ, nil, FetchResult{State: "s2"}, nil).Once()
@@ -69,11 +71,11 @@ func TestCacheGet_fetchState(t *testing.T) {
 		log.on(typ, nil, FetchResult{Value: "v2", State: "s4", Index: 6}, nil)
 		c.RegisterType("t", typ, nil)
 
-		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, _ := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "v1", v)
 		_, _, err := c.Get("t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 5}))
 		require.EqualError(t, err, "e")
-		v, _ = cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 5})
+		v, _ = requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 5})
 		require.Equal(t, "v2", v)
 
 		require.Equal(t, 6, log.count())
@@ -89,29 +91,6 @@ func TestCacheGet_fetchState(t *testing.T) {
 			require.Equal(t, w, log.opt(i).LastResult, "fetch %d", i)
 		}
 	})
-}
-
-// laterSideScript starts, in a bubble, an entry of a blocking type without
-// Refresh (value v1 at index 5) with a blocking Get in the loop's blocking
-// query (fetch 2) and, a minute later, a MaxAge Get that revalidates beside
-// it (fetch 3, waiting for its answer). It returns the script and the two
-// Gets.
-func laterSideScript(t *testing.T, c *Cache, typ string, release <-chan struct{}) (s *laterScript, blocked, reval <-chan cacheGetResult) {
-	t.Helper()
-	s = newLaterScript(true, release)
-	c.RegisterType(typ, s, nil)
-	first := cacheGoGet(c, typ, RequestInfo{Key: "k"})
-	s.answer(t, FetchResult{Value: "v1", Index: 5}, nil)
-	require.Equal(t, "v1", cacheRequireReturned(t, first).Value)
-	blocked = cacheGoGet(c, typ, RequestInfo{Key: "k", MinIndex: 5})
-	cacheRequireBlocked(t, blocked)
-
-	time.Sleep(time.Minute)
-	reval = cacheGoGet(c, typ, RequestInfo{Key: "k", MaxAge: 30 * time.Second})
-	cacheRequireBlocked(t, reval)
-	require.Equal(t, 3, s.log.count(), "a revalidation beside the blocking query")
-	require.Equal(t, uint64(0), s.log.opt(2).MinIndex)
-	return s, blocked, reval
 }
 
 // ---------------------------------------------------------------------------
@@ -130,52 +109,52 @@ func laterSideScript(t *testing.T, c *Cache, typ string, release <-chan struct{}
 // and release the blocked Get; without the index move the next fetch would
 // block on 5; without the freshness renewal the MaxAge Get would miss.
 func TestNotModified_valueStaysIndexMoves(t *testing.T) {
-	sink := cacheInstallSink(t) // metrics: not parallel
+	sink := installSink(t) // metrics: not parallel
 	for _, tc := range []struct {
 		index, next uint64 // the NotModified's index, and the next MinIndex
 	}{{7, 7}, {5, 5}, {3, 5}} {
 		typ := fmt.Sprintf("nm%d", tc.index)
 		t.Run(typ, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				c, release := cacheBubble(t)
-				s := newLaterScript(true, release)
+				c, release := bubble(t)
+				s := newScriptType(true, release)
 				c.RegisterType(typ, s, nil)
 
-				first := cacheGoGet(c, typ, RequestInfo{Key: "k"})
+				first := goGet(c, typ, RequestInfo{Key: "k"})
 				s.answer(t, FetchResult{Value: "v1", Index: 5, State: "s1"}, nil)
-				r := cacheRequireReturned(t, first)
+				r := requireReturned(t, first)
 				require.NoError(t, r.Err)
 				require.Equal(t, "v1", r.Value)
 				require.Equal(t, uint64(5), r.Meta.Index)
 
-				blocked := cacheGoGet(c, typ, RequestInfo{Key: "k", MinIndex: 5, Timeout: time.Hour})
-				cacheRequireBlocked(t, blocked)
+				blocked := goGet(c, typ, RequestInfo{Key: "k", MinIndex: 5, Timeout: time.Hour})
+				requireBlocked(t, blocked)
 				require.Equal(t, 2, s.log.count())
 				require.Equal(t, FetchOptions{MinIndex: 5, LastResult: &FetchResult{Value: "v1", State: "s1", Index: 5}}, s.log.opt(1))
 
 				time.Sleep(40 * time.Second)
 				s.answer(t, FetchResult{NotModified: true, Value: "ignored", Index: tc.index, State: "s2"}, nil)
-				cacheRequireBlocked(t, blocked)
+				requireBlocked(t, blocked)
 				require.Equal(t, 3, s.log.count(), "the blocked Get fetches again")
 				require.Equal(t, FetchOptions{MinIndex: tc.next, LastResult: &FetchResult{Value: "v1", State: "s2", Index: tc.next}}, s.log.opt(2))
 
 				// 50 s after the first fetch, 10 s after the NotModified.
 				time.Sleep(10 * time.Second)
-				r = cacheRequireReturned(t, cacheGoGet(c, typ, RequestInfo{Key: "k", MaxAge: 30 * time.Second}))
+				r = requireReturned(t, goGet(c, typ, RequestInfo{Key: "k", MaxAge: 30 * time.Second}))
 				require.NoError(t, r.Err)
 				require.Equal(t, "v1", r.Value)
 				require.Equal(t, ResultMeta{Hit: true, Age: 10 * time.Second, Index: 5}, r.Meta)
 				require.Equal(t, 3, s.log.count(), "a hit: no fetch")
 
-				require.Equal(t, 1, cacheCounter(sink, "consul.cache."+typ+".fetch_not_modified"))
-				require.Equal(t, 2, cacheCounter(sink, "consul.cache."+typ+".fetch_success"))
+				require.Equal(t, 1, sinkCounter(sink, "consul.cache."+typ+".fetch_not_modified"))
+				require.Equal(t, 2, sinkCounter(sink, "consul.cache."+typ+".fetch_success"))
 
 				s.answer(t, FetchResult{Value: "v2", Index: 8}, nil)
-				r = cacheRequireReturned(t, blocked)
+				r = requireReturned(t, blocked)
 				require.NoError(t, r.Err)
 				require.Equal(t, "v2", r.Value)
 				require.Equal(t, uint64(8), r.Meta.Index)
-				require.Equal(t, 1, cacheCounter(sink, "consul.cache."+typ+".fetch_not_modified"))
+				require.Equal(t, 1, sinkCounter(sink, "consul.cache."+typ+".fetch_not_modified"))
 			})
 		})
 	}
@@ -190,8 +169,8 @@ func TestNotModified_valueStaysIndexMoves(t *testing.T) {
 func TestNotModified_notifySendsNothing(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
-		s := newLaterScript(true, release)
+		c, release := bubble(t)
+		s := newScriptType(true, release)
 		c.RegisterType("nm", s, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -199,22 +178,22 @@ func TestNotModified_notifySendsNothing(t *testing.T) {
 		require.NoError(t, c.Notify(ctx, "nm", RequestInfo{Key: "k"}, "id", ch))
 
 		s.answer(t, FetchResult{Value: "v1", Index: 5}, nil)
-		ev := notifyRecv(t, ch, time.Second)
+		ev := recvEvent(t, ch, time.Second)
 		require.NoError(t, ev.Err)
 		require.Equal(t, "v1", ev.Result)
 		require.Equal(t, uint64(5), ev.Meta.Index)
 
 		s.answer(t, FetchResult{NotModified: true, Value: "ignored", Index: 7, State: "s2"}, nil)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		require.Equal(t, 3, s.log.count())
 		require.Equal(t, uint64(7), s.log.opt(2).MinIndex)
 
 		s.answer(t, FetchResult{Value: "v2", Index: 8}, nil)
-		ev = notifyRecv(t, ch, time.Second)
+		ev = recvEvent(t, ch, time.Second)
 		require.NoError(t, ev.Err)
 		require.Equal(t, "v2", ev.Result)
 		require.Equal(t, uint64(8), ev.Meta.Index)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 	})
 }
 
@@ -237,11 +216,11 @@ func TestNotModified_withoutValueIsNoValue(t *testing.T) {
 				}
 			}()
 			synctest.Test(t, func(t *testing.T) {
-				c, release := cacheBubble(t)
-				s := newLaterScript(true, release)
+				c, release := bubble(t)
+				s := newScriptType(true, release)
 				c.RegisterType("nm", s, nil)
 
-				ch := cacheGoGet(c, "nm", RequestInfo{Key: "k"})
+				ch := goGet(c, "nm", RequestInfo{Key: "k"})
 				s.answer(t, FetchResult{NotModified: true, Value: value, Index: 7, State: "s"}, nil)
 				if value != nil {
 					// Whether the Get returned the ignored value.
@@ -255,12 +234,12 @@ func TestNotModified_withoutValueIsNoValue(t *testing.T) {
 					default:
 					}
 				}
-				cacheRequireBlocked(t, ch)
+				requireBlocked(t, ch)
 				require.Equal(t, 2, s.log.count(), "no value: the Get fetches again")
 				require.Equal(t, FetchOptions{}, s.log.opt(1))
 
 				s.answer(t, FetchResult{Value: "v1", Index: 5}, nil)
-				r := cacheRequireReturned(t, ch)
+				r := requireReturned(t, ch)
 				require.NoError(t, r.Err)
 				require.Equal(t, "v1", r.Value)
 				require.Equal(t, uint64(5), r.Meta.Index)
@@ -296,25 +275,25 @@ func TestNotModified_bypassIsNoValue(t *testing.T) {
 //
 // Without NotModified the Value sent along would replace the cached one.
 func TestNotModified_revalidationCounted(t *testing.T) {
-	sink := cacheInstallSink(t) // metrics: not parallel
-	var bug string              // reported once the bubble has ended
+	sink := installSink(t) // metrics: not parallel
+	var bug string         // reported once the bubble has ended
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
-		s, blocked, reval := laterSideScript(t, c, "nmside", release)
+		c, release := bubble(t)
+		s, blocked, reval := sideScript(t, c, "nmside", release)
 		s.answerFetch(t, 2, FetchResult{NotModified: true, Value: "ignored", Index: 5}, nil)
-		r := cacheRequireReturned(t, reval)
+		r := requireReturned(t, reval)
 		require.NoError(t, r.Err)
 		require.Equal(t, "v1", r.Value)
 		require.Equal(t, uint64(5), r.Meta.Index)
-		cacheRequireBlocked(t, blocked)
+		requireBlocked(t, blocked)
 
 		time.Sleep(20 * time.Second)
-		r = cacheRequireReturned(t, cacheGoGet(c, "nmside", RequestInfo{Key: "k", MaxAge: 30 * time.Second}))
+		r = requireReturned(t, goGet(c, "nmside", RequestInfo{Key: "k", MaxAge: 30 * time.Second}))
 		require.True(t, r.Meta.Hit, "fresh again since the NotModified")
 		require.Equal(t, 20*time.Second, r.Meta.Age)
 
-		require.Equal(t, 2, cacheCounter(sink, "consul.cache.nmside.fetch_success"))
-		if n := cacheCounter(sink, "consul.cache.nmside.fetch_not_modified"); n != 1 {
+		require.Equal(t, 2, sinkCounter(sink, "consul.cache.nmside.fetch_success"))
+		if n := sinkCounter(sink, "consul.cache.nmside.fetch_not_modified"); n != 1 {
 			bug = fmt.Sprintf("a NotModified answer to a revalidation (revalidation.run) is not counted as "+
 				"fetch_not_modified (count %d, want 1), though FetchResult.NotModified says it is, besides fetch_success", n)
 		}
@@ -327,11 +306,11 @@ func TestNotModified_revalidationCounted(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Closable state.
 
-// laterStateType returns a Type without blocking whose Fetch of key k
+// stateType returns a Type without blocking whose Fetch of key k
 // returns Value "v-"+k and Index 1, and as State the next of states[k]
 // (the last one again once they run out; none for a nil one or a key not
 // in states).
-func laterStateType(states map[string][]*laterState) FetchFunc {
+func stateType(states map[string][]*closableState) FetchFunc {
 	var mu sync.Mutex
 	used := map[string]int{}
 	return func(_ FetchOptions, r Request) (FetchResult, error) {
@@ -360,52 +339,52 @@ func TestClosableState_closedOnExpiry(t *testing.T) {
 	t.Run("no refresh", func(t *testing.T) {
 		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
-			st := &laterState{name: "s"}
-			c.RegisterType("t", laterStateType(map[string][]*laterState{"k": {st}}), &RegisterOptions{LastGetTTL: time.Hour})
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			c, _ := bubble(t)
+			st := &closableState{name: "s"}
+			c.RegisterType("t", stateType(map[string][]*closableState{"k": {st}}), &RegisterOptions{LastGetTTL: time.Hour})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 			time.Sleep(50 * time.Minute)
-			_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			_, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.True(t, meta.Hit)
 			time.Sleep(59 * time.Minute)
 			synctest.Wait()
-			require.Equal(t, 0, laterClosed(st), "live: hit 59 minutes ago")
+			require.Equal(t, 0, closeCount(st), "live: hit 59 minutes ago")
 			time.Sleep(2 * time.Minute)
 			synctest.Wait()
-			require.False(t, limitsCached(c, "t", "k"))
-			require.Equal(t, 1, laterClosed(st), "closed on expiry")
+			require.False(t, isCachedKey(c, "t", "k"))
+			require.Equal(t, 1, closeCount(st), "closed on expiry")
 			require.NoError(t, c.Close())
-			require.Equal(t, 1, laterClosed(st), "not again on Close")
+			require.Equal(t, 1, closeCount(st), "not again on Close")
 		})
 	})
 	t.Run("refresh keeps the state", func(t *testing.T) {
 		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
-			st := &laterState{name: "s"}
-			var log cacheFetchLog
+			c, release := bubble(t)
+			st := &closableState{name: "s"}
+			var log fetchLog
 			c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
 				log.record(mock.Arguments{o, r})
 				if o.LastResult == nil {
 					return FetchResult{Value: "v", Index: 1, State: st}, nil
 				}
-				laterSleep(time.Minute, release) // a blocking query: a change a minute
+				sleep(time.Minute, release) // a blocking query: a change a minute
 				return FetchResult{Value: "v", Index: o.MinIndex + 1, State: o.LastResult.State}, nil
 			}), &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute, LastGetTTL: time.Hour})
 			for i := 0; i < 6; i++ {
-				cacheGet(t, c, "t", RequestInfo{Key: "k"})
+				requireGet(t, c, "t", RequestInfo{Key: "k"})
 				time.Sleep(30 * time.Minute)
-				require.Equal(t, 0, laterClosed(st), "live after %d Gets", i+1)
+				require.Equal(t, 0, closeCount(st), "live after %d Gets", i+1)
 			}
 			require.Greater(t, log.count(), 150, "refreshed all along")
 			time.Sleep(31 * time.Minute)
 			synctest.Wait()
-			require.False(t, limitsCached(c, "t", "k"))
-			require.Equal(t, 1, laterClosed(st), "closed on expiry")
+			require.False(t, isCachedKey(c, "t", "k"))
+			require.Equal(t, 1, closeCount(st), "closed on expiry")
 			n := log.count()
 			time.Sleep(time.Hour)
 			require.Equal(t, n, log.count(), "the refresh ended with the entry")
-			require.Equal(t, 1, laterClosed(st))
+			require.Equal(t, 1, closeCount(st))
 		})
 	})
 }
@@ -418,23 +397,23 @@ func TestClosableState_closedOnExpiry(t *testing.T) {
 func TestClosableState_closedOnMaxEntriesEviction(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := limitsBubble(t, &Options{MaxEntries: 1})
-		a, b := &laterState{name: "a"}, &laterState{name: "b"}
-		c.RegisterType("t", laterStateType(map[string][]*laterState{"a": {a}, "b": {b}}), nil)
-		cacheGet(t, c, "t", RequestInfo{Key: "a"})
+		c, _ := newCache(t, &Options{MaxEntries: 1})
+		a, b := &closableState{name: "a"}, &closableState{name: "b"}
+		c.RegisterType("t", stateType(map[string][]*closableState{"a": {a}, "b": {b}}), nil)
+		requireGet(t, c, "t", RequestInfo{Key: "a"})
 		time.Sleep(time.Second)
-		cacheGet(t, c, "t", RequestInfo{Key: "b"})
-		require.False(t, limitsCached(c, "t", "a"))
-		require.Equal(t, 1, laterClosed(a), "evicted: closed")
-		require.Equal(t, 0, laterClosed(b), "live")
-		_, meta := cacheGet(t, c, "t", RequestInfo{Key: "b"})
+		requireGet(t, c, "t", RequestInfo{Key: "b"})
+		require.False(t, isCachedKey(c, "t", "a"))
+		require.Equal(t, 1, closeCount(a), "evicted: closed")
+		require.Equal(t, 0, closeCount(b), "live")
+		_, meta := requireGet(t, c, "t", RequestInfo{Key: "b"})
 		require.True(t, meta.Hit)
-		require.Equal(t, 0, laterClosed(b))
+		require.Equal(t, 0, closeCount(b))
 
 		require.NoError(t, c.Close())
 		require.NoError(t, c.Close())
-		require.Equal(t, 1, laterClosed(a), "not again on Close")
-		require.Equal(t, 1, laterClosed(b), "closed once by Close, not by the second one")
+		require.Equal(t, 1, closeCount(a), "not again on Close")
+		require.Equal(t, 1, closeCount(b), "closed once by Close, not by the second one")
 	})
 }
 
@@ -446,30 +425,30 @@ func TestClosableState_closedOnMaxEntriesEviction(t *testing.T) {
 func TestClosableState_closedOnClose(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		sts := map[string][]*laterState{}
+		c, _ := bubble(t)
+		sts := map[string][]*closableState{}
 		for _, k := range []string{"a", "b", "c"} {
-			sts[k] = []*laterState{{name: k}}
+			sts[k] = []*closableState{{name: k}}
 		}
-		c.RegisterType("t", laterStateType(sts), nil)
+		c.RegisterType("t", stateType(sts), nil)
 		for k := range sts {
-			cacheGet(t, c, "t", RequestInfo{Key: k})
+			requireGet(t, c, "t", RequestInfo{Key: k})
 		}
 		time.Sleep(time.Hour)
 		for k, st := range sts {
-			require.Equal(t, 0, laterClosed(st[0]), "live: %s", k)
+			require.Equal(t, 0, closeCount(st[0]), "live: %s", k)
 		}
 		require.NoError(t, c.Close())
 		require.NoError(t, c.Close())
 		for k, st := range sts {
-			require.Equal(t, 1, laterClosed(st[0]), "closed once: %s", k)
+			require.Equal(t, 1, closeCount(st[0]), "closed once: %s", k)
 		}
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "a"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "a"})
 		require.Equal(t, "v-a", v)
 		require.True(t, meta.Hit)
 		time.Sleep(100 * time.Hour)
 		for k, st := range sts {
-			require.Equal(t, 1, laterClosed(st[0]), "closed once: %s", k)
+			require.Equal(t, 1, closeCount(st[0]), "closed once: %s", k)
 		}
 	})
 }
@@ -483,20 +462,20 @@ func TestClosableState_closedOnClose(t *testing.T) {
 func TestClosableState_replacedStateNotClosed(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		s1, s2 := &laterState{name: "s1"}, &laterState{name: "s2"}
-		c.RegisterType("t", laterStateType(map[string][]*laterState{"k": {s1, s2, s2}}), nil)
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		c, _ := bubble(t)
+		s1, s2 := &closableState{name: "s1"}, &closableState{name: "s2"}
+		c.RegisterType("t", stateType(map[string][]*closableState{"k": {s1, s2, s2}}), nil)
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		for i := 0; i < 2; i++ { // s2, then s2 again
 			time.Sleep(time.Minute)
-			_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k", MustRevalidate: true})
+			_, meta := requireGet(t, c, "t", RequestInfo{Key: "k", MustRevalidate: true})
 			require.False(t, meta.Hit)
 		}
-		require.Equal(t, 0, laterClosed(s1))
-		require.Equal(t, 0, laterClosed(s2))
+		require.Equal(t, 0, closeCount(s1))
+		require.Equal(t, 0, closeCount(s2))
 		require.NoError(t, c.Close())
-		require.Equal(t, 0, laterClosed(s1), "replaced while live: the Type's")
-		require.Equal(t, 1, laterClosed(s2))
+		require.Equal(t, 0, closeCount(s1), "replaced while live: the Type's")
+		require.Equal(t, 1, closeCount(s2))
 	})
 }
 
@@ -515,43 +494,43 @@ func TestClosableState_fetchFinishingAfterEviction(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			synctest.Test(t, func(t *testing.T) {
-				c, release := cacheBubble(t)
-				s1, s2 := &laterState{name: "s1"}, &laterState{name: "s2"}
-				var log cacheFetchLog
+				c, release := bubble(t)
+				s1, s2 := &closableState{name: "s1"}, &closableState{name: "s2"}
+				var log fetchLog
 				c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
 					log.record(mock.Arguments{o, r})
 					if o.LastResult == nil {
 						return FetchResult{Value: "v1", Index: 1, State: s1}, nil
 					}
-					laterSleep(90*time.Minute, release)
+					sleep(90*time.Minute, release)
 					st := s2
 					if same {
-						st = o.LastResult.State.(*laterState)
+						st = o.LastResult.State.(*closableState)
 					}
 					return FetchResult{Value: "v2", Index: 2, State: st}, nil
 				}), &RegisterOptions{Refresh: true, RefreshTimeout: 2 * time.Hour, LastGetTTL: time.Hour})
 
-				cacheGet(t, c, "t", RequestInfo{Key: "k"})
+				requireGet(t, c, "t", RequestInfo{Key: "k"})
 				time.Sleep(59 * time.Minute)
-				require.True(t, limitsCached(c, "t", "k"))
-				require.Equal(t, 0, laterClosed(s1))
+				require.True(t, isCachedKey(c, "t", "k"))
+				require.Equal(t, 0, closeCount(s1))
 				time.Sleep(2 * time.Minute)
 				synctest.Wait()
-				require.False(t, limitsCached(c, "t", "k"), "expired with its refresh fetch in flight")
-				require.Equal(t, 1, laterClosed(s1), "closed on expiry")
+				require.False(t, isCachedKey(c, "t", "k"), "expired with its refresh fetch in flight")
+				require.Equal(t, 1, closeCount(s1), "closed on expiry")
 				require.Equal(t, 2, log.count())
 
 				time.Sleep(30 * time.Minute) // the fetch ends at 90 minutes
 				synctest.Wait()
-				require.Equal(t, 1, laterClosed(s1), "never twice")
+				require.Equal(t, 1, closeCount(s1), "never twice")
 				if !same {
-					require.Equal(t, 1, laterClosed(s2), "stored after the eviction: closed as it arrived")
+					require.Equal(t, 1, closeCount(s2), "stored after the eviction: closed as it arrived")
 				}
 				time.Sleep(5 * time.Hour)
 				require.NoError(t, c.Close())
 				require.Equal(t, 2, log.count(), "no refresh after the eviction")
-				require.Equal(t, 1, laterClosed(s1))
-				require.Equal(t, map[bool]int{false: 1, true: 0}[same], laterClosed(s2))
+				require.Equal(t, 1, closeCount(s1))
+				require.Equal(t, map[bool]int{false: 1, true: 0}[same], closeCount(s2))
 			})
 		})
 	}
@@ -569,48 +548,48 @@ func TestClosableState_fetchFinishingAfterClose(t *testing.T) {
 	t.Run("refresh fetch", func(t *testing.T) {
 		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			gate := make(chan struct{})
-			s1, s2 := &laterState{name: "s1"}, &laterState{name: "s2"}
+			s1, s2 := &closableState{name: "s1"}, &closableState{name: "s2"}
 			c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, _ Request) (FetchResult, error) {
 				if o.LastResult == nil {
 					return FetchResult{Value: "v1", Index: 1, State: s1}, nil
 				}
-				limitsUntilEither(gate, release)
+				waitEither(gate, release)
 				return FetchResult{Value: "v2", Index: 2, State: s2}, nil
 			}), &RegisterOptions{Refresh: true, RefreshTimeout: time.Hour})
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 			synctest.Wait()
 			require.NoError(t, c.Close())
-			require.Equal(t, 1, laterClosed(s1))
-			require.Equal(t, 0, laterClosed(s2))
+			require.Equal(t, 1, closeCount(s1))
+			require.Equal(t, 0, closeCount(s2))
 			close(gate)
 			synctest.Wait()
-			require.Equal(t, 1, laterClosed(s2), "stored after Close: closed as it arrived")
-			require.Equal(t, 1, laterClosed(s1))
+			require.Equal(t, 1, closeCount(s2), "stored after Close: closed as it arrived")
+			require.Equal(t, 1, closeCount(s1))
 		})
 	})
 	t.Run("first fetch", func(t *testing.T) {
 		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			gate := make(chan struct{})
-			st := &laterState{name: "s"}
+			st := &closableState{name: "s"}
 			c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
-				limitsUntilEither(gate, release)
+				waitEither(gate, release)
 				return FetchResult{Value: "v", Index: 1, State: st}, nil
 			}), nil)
-			ch := cacheGoGet(c, "t", RequestInfo{Key: "k"})
-			cacheRequireBlocked(t, ch)
+			ch := goGet(c, "t", RequestInfo{Key: "k"})
+			requireBlocked(t, ch)
 			require.NoError(t, c.Close())
-			cacheRequireBlocked(t, ch)
-			require.Equal(t, 0, laterClosed(st))
+			requireBlocked(t, ch)
+			require.Equal(t, 0, closeCount(st))
 			close(gate)
-			r := cacheRequireReturned(t, ch)
+			r := requireReturned(t, ch)
 			require.NoError(t, r.Err, "a Get in flight at Close gets its fetch's result")
 			require.Equal(t, "v", r.Value)
 			synctest.Wait()
-			require.Equal(t, 1, laterClosed(st), "stored after Close: closed as it arrived")
+			require.Equal(t, 1, closeCount(st), "stored after Close: closed as it arrived")
 		})
 	})
 }
@@ -633,17 +612,17 @@ func TestClosableState_closeWithoutLocks(t *testing.T) {
 	for _, trigger := range []string{"expiry", "eviction", "close"} {
 		t.Run(trigger, func(t *testing.T) {
 			t.Parallel()
-			laterWatchdog(t, time.Minute)
+			watchdog(t, time.Minute)
 			synctest.Test(t, func(t *testing.T) {
 				opts := &Options{}
 				if trigger == "eviction" {
 					opts.MaxEntries = 1
 				}
-				c, _ := limitsBubble(t, opts)
-				other, pre := laterSameShard(c, "k", "other"), laterSameShard(c, "k", "pre")
+				c, _ := newCache(t, opts)
+				other, pre := sameShardKey(c, "k", "other"), sameShardKey(c, "k", "pre")
 				var mu sync.Mutex
 				var got []any
-				st := &laterState{name: "s"}
+				st := &closableState{name: "s"}
 				st.onClose = func() {
 					var out []any
 					v, _, err := c.Get("t", RequestInfo{Key: other})
@@ -658,29 +637,29 @@ func TestClosableState_closeWithoutLocks(t *testing.T) {
 					defer mu.Unlock()
 					got = append(got, out...)
 				}
-				c.RegisterType("t", laterStateType(map[string][]*laterState{"k": {st, nil}}), &RegisterOptions{LastGetTTL: time.Hour})
-				cacheGet(t, c, "t", RequestInfo{Key: "k"})
+				c.RegisterType("t", stateType(map[string][]*closableState{"k": {st, nil}}), &RegisterOptions{LastGetTTL: time.Hour})
+				requireGet(t, c, "t", RequestInfo{Key: "k"})
 
 				want := []any{"v-" + other, nil, "v-k", nil, nil}
 				switch trigger {
 				case "expiry":
 					time.Sleep(61 * time.Minute)
 				case "eviction":
-					cacheGet(t, c, "t", RequestInfo{Key: "k2"})
+					requireGet(t, c, "t", RequestInfo{Key: "k2"})
 				case "close":
 					time.Sleep(time.Second) // k, older, is the one MaxEntries evicts
-					cacheGet(t, c, "t", RequestInfo{Key: laterSameShard(c, "k", "k")})
+					requireGet(t, c, "t", RequestInfo{Key: sameShardKey(c, "k", "k")})
 					require.NoError(t, c.Close())
 					want = []any{nil, ErrClosed, "v-k", ErrClosed, ErrClosed, true}
 				}
 				synctest.Wait()
-				require.Equal(t, 1, laterClosed(st))
+				require.Equal(t, 1, closeCount(st))
 				mu.Lock()
 				defer mu.Unlock()
 				require.Equal(t, want, got)
 				if trigger == "close" {
 					require.Equal(t, int64(1), c.count.Load(), "MaxEntries applied after Close")
-					require.False(t, limitsCached(c, "t", "k"), "k evicted after Close")
+					require.False(t, isCachedKey(c, "t", "k"), "k evicted after Close")
 				}
 			})
 		})
@@ -696,36 +675,93 @@ func TestClosableState_closeWithoutLocks(t *testing.T) {
 func TestClosableState_closePanicsOrFails(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		var logs laterLog
-		c, _ := limitsBubble(t, &Options{Logger: logs.logger()})
-		sp := &laterState{name: "panics", panicV: "close boom"}
-		se := &laterState{name: "fails", err: errors.New("close failed")}
-		sc := &laterState{name: "panics at Close", panicV: "boom at Close"}
-		c.RegisterType("t", laterStateType(map[string][]*laterState{"p": {sp}, "e": {se}, "c": {sc}}), &RegisterOptions{LastGetTTL: time.Hour})
-		cacheGet(t, c, "t", RequestInfo{Key: "p"})
-		cacheGet(t, c, "t", RequestInfo{Key: "e"})
+		var logs logBuf
+		c, _ := newCache(t, &Options{Logger: logs.logger()})
+		sp := &closableState{name: "panics", panicV: "close boom"}
+		se := &closableState{name: "fails", err: errors.New("close failed")}
+		sc := &closableState{name: "panics at Close", panicV: "boom at Close"}
+		c.RegisterType("t", stateType(map[string][]*closableState{"p": {sp}, "e": {se}, "c": {sc}}), &RegisterOptions{LastGetTTL: time.Hour})
+		requireGet(t, c, "t", RequestInfo{Key: "p"})
+		requireGet(t, c, "t", RequestInfo{Key: "e"})
 		time.Sleep(30 * time.Minute)
-		cacheGet(t, c, "t", RequestInfo{Key: "c"})
-		cacheGet(t, c, "t", RequestInfo{Key: "x"})
+		requireGet(t, c, "t", RequestInfo{Key: "c"})
+		requireGet(t, c, "t", RequestInfo{Key: "x"})
 		time.Sleep(31 * time.Minute)
 		synctest.Wait()
-		require.Equal(t, 1, laterClosed(sp))
-		require.Equal(t, 1, laterClosed(se))
+		require.Equal(t, 1, closeCount(sp))
+		require.Equal(t, 1, closeCount(se))
 		require.Len(t, logs.lines(`msg="cache: closing an entry's state panicked"`, "key=p", `panic="close boom"`), 1)
 		require.Len(t, logs.lines(`msg="cache: closing an entry's state failed"`, "key=e", `error="close failed"`), 1)
 
 		// The expiry loop survived: x still expires, and c, kept live, not.
-		_, meta := cacheGet(t, c, "t", RequestInfo{Key: "c"})
+		_, meta := requireGet(t, c, "t", RequestInfo{Key: "c"})
 		require.True(t, meta.Hit)
 		time.Sleep(30 * time.Minute)
 		synctest.Wait()
-		require.False(t, limitsCached(c, "t", "x"))
-		require.True(t, limitsCached(c, "t", "c"))
-		require.Equal(t, 0, laterClosed(sc))
+		require.False(t, isCachedKey(c, "t", "x"))
+		require.True(t, isCachedKey(c, "t", "c"))
+		require.Equal(t, 0, closeCount(sc))
 
 		require.NotPanics(t, func() { require.NoError(t, c.Close()) })
-		require.Equal(t, 1, laterClosed(sc))
+		require.Equal(t, 1, closeCount(sc))
 		require.Len(t, logs.lines(`msg="cache: closing an entry's state panicked"`, "key=c", `panic="boom at Close"`), 1)
 		require.Len(t, logs.lines(`msg="cache: closing an entry's state`), 3)
 	})
+}
+
+// closableState is a Type's per-entry state that counts its Close calls. Close
+// runs onClose (if set), then panics with panicV (if set) or returns err.
+type closableState struct {
+	name    string
+	closes  atomic.Int32
+	onClose func()
+	panicV  any
+	err     error
+}
+
+func (s *closableState) Close() error {
+	s.closes.Add(1)
+	if s.onClose != nil {
+		s.onClose()
+	}
+	if s.panicV != nil {
+		panic(s.panicV)
+	}
+	return s.err
+}
+
+// closeCount returns how many times st was closed.
+func closeCount(st *closableState) int { return int(st.closes.Load()) }
+
+// watchdog, called outside the bubble, panics with every goroutine's
+// stack if the test has not ended within d of real time. Goroutines stuck
+// on a mutex are not durably blocked, so a deadlock inside a synctest
+// bubble would otherwise hang until go test's -timeout.
+func watchdog(t *testing.T, d time.Duration) {
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		select {
+		case <-done:
+		case <-timer.C:
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			panic(fmt.Sprintf("%s: not over within %v: deadlock?\n%s", t.Name(), d, buf[:n]))
+		}
+	}()
+}
+
+// sameShardKey returns a key, made of prefix and a number, whose entry of
+// type "t" lives in the same shard of c as key's: creating or evicting it
+// takes the lock that key's shard writers take.
+func sameShardKey(c *Cache, key, prefix string) string {
+	want := c.makeKey(nil, "t", "", "", key).shard()
+	for i := 0; ; i++ {
+		k := fmt.Sprint(prefix, i)
+		if c.makeKey(nil, "t", "", "", k).shard() == want {
+			return k
+		}
+	}
 }

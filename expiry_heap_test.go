@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -14,9 +15,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// expiryCountingType returns a blocking MockType whose Fetch returns value
+// countingType returns a blocking MockType whose Fetch returns value
 // (index 1) or err, counting its calls in n.
-func expiryCountingType(t *testing.T, n *atomic.Int64, value any, err error) *MockType {
+func countingType(t *testing.T, n *atomic.Int64, value any, err error) *MockType {
 	typ := TestType(t)
 	typ.On("Fetch", mock.Anything, mock.Anything).Return(
 		func(FetchOptions, Request) FetchResult {
@@ -41,7 +42,7 @@ func TestExpiryHeap_IndexAndOrder(t *testing.T) {
 		e := &entry{expires: r.Int64N(1000), heapIndex: -1}
 		all = append(all, e)
 		heap.Push(&h, e)
-		expiryCheckHeap(t, h)
+		requireHeap(t, h)
 		require.Equal(t, e, h[e.heapIndex], "pushed entry found at its heapIndex")
 	}
 
@@ -50,7 +51,7 @@ func TestExpiryHeap_IndexAndOrder(t *testing.T) {
 		e := all[r.IntN(len(all))]
 		e.expires = r.Int64N(2000) - 500
 		heap.Fix(&h, int(e.heapIndex))
-		expiryCheckHeap(t, h)
+		requireHeap(t, h)
 	}
 
 	// Remove a few from the middle.
@@ -59,7 +60,7 @@ func TestExpiryHeap_IndexAndOrder(t *testing.T) {
 		got := heap.Remove(&h, int(e.heapIndex)).(*entry)
 		require.Same(t, e, got)
 		require.Equal(t, int32(-1), got.heapIndex)
-		expiryCheckHeap(t, h)
+		requireHeap(t, h)
 	}
 
 	// Pop yields ascending expiry and sets heapIndex to -1.
@@ -69,7 +70,7 @@ func TestExpiryHeap_IndexAndOrder(t *testing.T) {
 		require.Equal(t, int32(-1), e.heapIndex)
 		require.GreaterOrEqual(t, e.expires, prev)
 		prev = e.expires
-		expiryCheckHeap(t, h)
+		requireHeap(t, h)
 	}
 	for _, e := range all {
 		require.Equal(t, int32(-1), e.heapIndex, "every entry left the heap")
@@ -81,7 +82,7 @@ func TestExpiry_EvictedAfterLastGetTTL(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var fetches atomic.Int64
 		c := TestCache(t)
-		c.RegisterType("t", expiryCountingType(t, &fetches, "v", nil), &RegisterOptions{LastGetTTL: 10 * time.Minute})
+		c.RegisterType("t", countingType(t, &fetches, "v", nil), &RegisterOptions{LastGetTTL: 10 * time.Minute})
 		info := RequestInfo{Key: "k"}
 		req := TestRequest(t, info)
 
@@ -91,11 +92,11 @@ func TestExpiry_EvictedAfterLastGetTTL(t *testing.T) {
 
 		time.Sleep(10*time.Minute - time.Second)
 		synctest.Wait()
-		require.True(t, expiryCached(c, "t", info), "still cached just before the TTL")
+		require.True(t, isCached(c, "t", info), "still cached just before the TTL")
 
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
-		require.False(t, expiryCached(c, "t", info), "evicted just after the TTL")
+		require.False(t, isCached(c, "t", info), "evicted just after the TTL")
 		require.Equal(t, int64(0), c.count.Load())
 
 		_, meta, err = c.Get("t", req)
@@ -111,7 +112,7 @@ func TestExpiry_HitExtendsTTL(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var fetches atomic.Int64
 		c := TestCache(t)
-		c.RegisterType("t", expiryCountingType(t, &fetches, "v", nil), &RegisterOptions{LastGetTTL: 10 * time.Minute})
+		c.RegisterType("t", countingType(t, &fetches, "v", nil), &RegisterOptions{LastGetTTL: 10 * time.Minute})
 		info := RequestInfo{Key: "k"}
 		req := TestRequest(t, info)
 
@@ -126,11 +127,11 @@ func TestExpiry_HitExtendsTTL(t *testing.T) {
 		// Past the original expiry (10m) but within 10m of the hit (18m).
 		time.Sleep(8 * time.Minute)
 		synctest.Wait()
-		require.True(t, expiryCached(c, "t", info), "the hit at 8m keeps it until 18m")
+		require.True(t, isCached(c, "t", info), "the hit at 8m keeps it until 18m")
 
 		time.Sleep(2*time.Minute + time.Second)
 		synctest.Wait()
-		require.False(t, expiryCached(c, "t", info), "evicted 10m after the last hit")
+		require.False(t, isCached(c, "t", info), "evicted 10m after the last hit")
 		require.Equal(t, int64(1), fetches.Load())
 	})
 }
@@ -142,7 +143,7 @@ func TestExpiry_DifferentTTLsExpireInOrder(t *testing.T) {
 		c := TestCache(t)
 		ttls := map[string]time.Duration{"a": 30 * time.Minute, "b": 10 * time.Minute, "c": 20 * time.Minute}
 		for name, ttl := range ttls {
-			c.RegisterType(name, expiryCountingType(t, &fetches, name, nil), &RegisterOptions{LastGetTTL: ttl})
+			c.RegisterType(name, countingType(t, &fetches, name, nil), &RegisterOptions{LastGetTTL: ttl})
 		}
 		info := RequestInfo{Key: "k"}
 		for _, name := range []string{"a", "b", "c"} {
@@ -154,7 +155,7 @@ func TestExpiry_DifferentTTLsExpireInOrder(t *testing.T) {
 		present := func() string {
 			s := ""
 			for _, name := range []string{"a", "b", "c"} {
-				if expiryCached(c, name, info) {
+				if isCached(c, name, info) {
 					s += name
 				}
 			}
@@ -180,20 +181,20 @@ func TestExpiry_ErroredFirstFetchEvicted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var fetches atomic.Int64
 		c := TestCache(t)
-		c.RegisterType("t", expiryCountingType(t, &fetches, nil, errors.New("boom")), &RegisterOptions{LastGetTTL: 10 * time.Minute})
+		c.RegisterType("t", countingType(t, &fetches, nil, errors.New("boom")), &RegisterOptions{LastGetTTL: 10 * time.Minute})
 		info := RequestInfo{Key: "k"}
 
 		_, _, err := c.Get("t", TestRequest(t, info))
 		require.EqualError(t, err, "boom")
 		synctest.Wait()
-		require.True(t, expiryCached(c, "t", info), "an errored entry is stored")
+		require.True(t, isCached(c, "t", info), "an errored entry is stored")
 
 		time.Sleep(10*time.Minute - time.Second)
 		synctest.Wait()
-		require.True(t, expiryCached(c, "t", info))
+		require.True(t, isCached(c, "t", info))
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
-		require.False(t, expiryCached(c, "t", info))
+		require.False(t, isCached(c, "t", info))
 	})
 }
 
@@ -204,7 +205,7 @@ func TestExpiry_ErroredEntryTTLCountsFromFetch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var fetches atomic.Int64
 		c := TestCache(t)
-		c.RegisterType("t", expiryCountingType(t, &fetches, nil, errors.New("boom")), &RegisterOptions{
+		c.RegisterType("t", countingType(t, &fetches, nil, errors.New("boom")), &RegisterOptions{
 			LastGetTTL: 10 * time.Minute,
 		})
 		time.Sleep(time.Hour) // the cache is now older than the TTL
@@ -214,10 +215,10 @@ func TestExpiry_ErroredEntryTTLCountsFromFetch(t *testing.T) {
 		require.EqualError(t, err, "boom")
 		time.Sleep(5 * time.Minute)
 		synctest.Wait()
-		require.True(t, expiryCached(c, "t", info), "kept LastGetTTL after the fetch, not after the cache epoch")
+		require.True(t, isCached(c, "t", info), "kept LastGetTTL after the fetch, not after the cache epoch")
 		time.Sleep(5*time.Minute + time.Second)
 		synctest.Wait()
-		require.False(t, expiryCached(c, "t", info))
+		require.False(t, isCached(c, "t", info))
 	})
 }
 
@@ -229,7 +230,7 @@ func TestExpiry_NewEntryInOldCacheKeptForTTL(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			var fetches atomic.Int64
 			c := TestCache(t)
-			c.RegisterType("t", expiryCountingType(t, &fetches, "v", nil), &RegisterOptions{LastGetTTL: 10 * time.Minute})
+			c.RegisterType("t", countingType(t, &fetches, "v", nil), &RegisterOptions{LastGetTTL: 10 * time.Minute})
 			time.Sleep(time.Hour)
 
 			info := RequestInfo{Key: "k"}
@@ -237,10 +238,10 @@ func TestExpiry_NewEntryInOldCacheKeptForTTL(t *testing.T) {
 			require.NoError(t, err)
 			time.Sleep(10*time.Minute - time.Second)
 			synctest.Wait()
-			require.True(t, expiryCached(c, "t", info), "kept for the TTL after its first fetch")
+			require.True(t, isCached(c, "t", info), "kept for the TTL after its first fetch")
 			time.Sleep(2 * time.Second)
 			synctest.Wait()
-			require.False(t, expiryCached(c, "t", info))
+			require.False(t, isCached(c, "t", info))
 		})
 	}
 }
@@ -251,7 +252,7 @@ func TestExpiry_SoonerEntryWakesLoop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var fetches atomic.Int64
 		c := TestCache(t)
-		c.RegisterType("a", expiryCountingType(t, &fetches, "a", nil), &RegisterOptions{LastGetTTL: time.Hour})
+		c.RegisterType("a", countingType(t, &fetches, "a", nil), &RegisterOptions{LastGetTTL: time.Hour})
 		info := RequestInfo{Key: "k"}
 		_, _, err := c.Get("a", TestRequest(t, info))
 		require.NoError(t, err)
@@ -260,17 +261,17 @@ func TestExpiry_SoonerEntryWakesLoop(t *testing.T) {
 		time.Sleep(5 * time.Second)
 		synctest.Wait()
 
-		c.RegisterType("b", expiryCountingType(t, &fetches, "b", nil), &RegisterOptions{LastGetTTL: time.Minute})
+		c.RegisterType("b", countingType(t, &fetches, "b", nil), &RegisterOptions{LastGetTTL: time.Minute})
 		_, _, err = c.Get("b", TestRequest(t, info))
 		require.NoError(t, err)
 
 		time.Sleep(time.Minute - time.Second)
 		synctest.Wait()
-		require.True(t, expiryCached(c, "b", info))
+		require.True(t, isCached(c, "b", info))
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
-		require.False(t, expiryCached(c, "b", info), "B evicted ~1m after its Get")
-		require.True(t, expiryCached(c, "a", info), "A still cached")
+		require.False(t, isCached(c, "b", info), "B evicted ~1m after its Get")
+		require.True(t, isCached(c, "a", info), "A still cached")
 	})
 }
 
@@ -279,7 +280,7 @@ func TestExpiry_BatchedEviction(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var fetches atomic.Int64
 		c := TestCache(t)
-		c.RegisterType("t", expiryCountingType(t, &fetches, "v", nil), &RegisterOptions{LastGetTTL: time.Minute})
+		c.RegisterType("t", countingType(t, &fetches, "v", nil), &RegisterOptions{LastGetTTL: time.Minute})
 		const n = 2*evictBatch + 88
 		for i := 0; i < n; i++ {
 			_, _, err := c.Get("t", TestRequest(t, RequestInfo{Key: fmt.Sprint("k", i)}))
@@ -295,7 +296,7 @@ func TestExpiry_BatchedEviction(t *testing.T) {
 		require.Equal(t, 0, c.expiry.Len())
 		c.expiryMu.Unlock()
 		for i := 0; i < n; i++ {
-			require.False(t, expiryCached(c, "t", RequestInfo{Key: fmt.Sprint("k", i)}))
+			require.False(t, isCached(c, "t", RequestInfo{Key: fmt.Sprint("k", i)}))
 		}
 	})
 }
@@ -305,7 +306,7 @@ func TestExpiry_EvictionStopsRefresh(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var fetches atomic.Int64
 		c := TestCache(t)
-		c.RegisterType("t", expiryCountingType(t, &fetches, "v", nil), &RegisterOptions{
+		c.RegisterType("t", countingType(t, &fetches, "v", nil), &RegisterOptions{
 			LastGetTTL:   10*time.Minute + 30*time.Second,
 			Refresh:      true,
 			RefreshTimer: time.Minute,
@@ -317,11 +318,11 @@ func TestExpiry_EvictionStopsRefresh(t *testing.T) {
 		time.Sleep(10 * time.Minute)
 		synctest.Wait()
 		require.Equal(t, int64(11), fetches.Load(), "initial fetch plus one refresh a minute")
-		require.True(t, expiryCached(c, "t", info))
+		require.True(t, isCached(c, "t", info))
 
 		time.Sleep(time.Minute)
 		synctest.Wait()
-		require.False(t, expiryCached(c, "t", info))
+		require.False(t, isCached(c, "t", info))
 		n := fetches.Load()
 		require.Equal(t, int64(11), n, "no refresh after eviction at 10m30s")
 
@@ -337,7 +338,7 @@ func TestExpiry_CloseStopsLoop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var fetches atomic.Int64
 		c := New(nil)
-		c.RegisterType("t", expiryCountingType(t, &fetches, "v", nil), &RegisterOptions{LastGetTTL: time.Minute})
+		c.RegisterType("t", countingType(t, &fetches, "v", nil), &RegisterOptions{LastGetTTL: time.Minute})
 		info := RequestInfo{Key: "k"}
 		_, _, err := c.Get("t", TestRequest(t, info))
 		require.NoError(t, err)
@@ -345,7 +346,7 @@ func TestExpiry_CloseStopsLoop(t *testing.T) {
 		require.NoError(t, c.Close())
 		time.Sleep(time.Hour)
 		synctest.Wait()
-		require.True(t, expiryCached(c, "t", info), "no eviction after Close")
+		require.True(t, isCached(c, "t", info), "no eviction after Close")
 		require.NoError(t, c.Close(), "Close is idempotent")
 	})
 }
@@ -377,13 +378,13 @@ func TestExpiry_EvictionDuringInFlightRefresh(t *testing.T) {
 		// Fetches start at 0, 0, 3m, 6m and 9m; the last is in flight at 10m.
 		time.Sleep(10*time.Minute + time.Second)
 		synctest.Wait()
-		require.False(t, expiryCached(c, "t", info), "evicted at 10m")
+		require.False(t, isCached(c, "t", info), "evicted at 10m")
 		require.Equal(t, int64(5), fetches.Load())
 
 		time.Sleep(time.Hour)
 		synctest.Wait()
 		require.Equal(t, int64(5), fetches.Load(), "the in-flight fetch ends the loop")
-		require.False(t, expiryCached(c, "t", info), "the late result does not re-insert the entry")
+		require.False(t, isCached(c, "t", info), "the late result does not re-insert the entry")
 		c.expiryMu.Lock()
 		require.Equal(t, 0, c.expiry.Len())
 		c.expiryMu.Unlock()
@@ -398,19 +399,19 @@ func TestExpiry_EvictionDuringInFlightRefresh(t *testing.T) {
 func TestCacheGet_lastGetTTL(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{LastGetTTL: 10 * time.Minute})
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), &RegisterOptions{LastGetTTL: 10 * time.Minute})
 		info := RequestInfo{Key: "k"}
-		cacheGet(t, c, "t", info)
+		requireGet(t, c, "t", info)
 		for i := 0; i < 3; i++ {
 			time.Sleep(9 * time.Minute)
-			_, meta := cacheGet(t, c, "t", info)
+			_, meta := requireGet(t, c, "t", info)
 			require.True(t, meta.Hit, "hit %d", i)
 		}
 		require.Equal(t, 1, log.count())
 		time.Sleep(10*time.Minute + time.Second)
-		_, meta := cacheGet(t, c, "t", info)
+		_, meta := requireGet(t, c, "t", info)
 		require.False(t, meta.Hit, "evicted 10m after the last hit")
 		require.Equal(t, 2, log.count())
 	})
@@ -420,16 +421,16 @@ func TestCacheGet_lastGetTTL(t *testing.T) {
 func TestCacheGet_lastGetTTLDefault(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), nil)
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), nil)
 		info := RequestInfo{Key: "k"}
-		cacheGet(t, c, "t", info)
+		requireGet(t, c, "t", info)
 		time.Sleep(72*time.Hour - time.Second)
-		_, meta := cacheGet(t, c, "t", info)
+		_, meta := requireGet(t, c, "t", info)
 		require.True(t, meta.Hit)
 		time.Sleep(72*time.Hour + time.Second)
-		_, meta = cacheGet(t, c, "t", info)
+		_, meta = requireGet(t, c, "t", info)
 		require.False(t, meta.Hit)
 		require.Equal(t, 2, log.count())
 	})
@@ -440,16 +441,16 @@ func TestCacheGet_lastGetTTLDefault(t *testing.T) {
 func TestCacheGet_expiryStopsRefresh(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), &RegisterOptions{
 			Refresh: true, RefreshTimer: 3 * time.Minute, LastGetTTL: 10 * time.Minute,
 		})
 		info := RequestInfo{Key: "k"}
-		cacheGet(t, c, "t", info)
+		requireGet(t, c, "t", info)
 		time.Sleep(time.Hour)
 		require.Equal(t, 4, log.count(), "fetches at 0, 3m, 6m, 9m; evicted at 10m")
-		v, meta := cacheGet(t, c, "t", info)
+		v, meta := requireGet(t, c, "t", info)
 		require.Equal(t, uint64(1), v, "a new entry")
 		require.False(t, meta.Hit)
 		require.Equal(t, 5, log.count())
@@ -460,18 +461,18 @@ func TestCacheGet_expiryStopsRefresh(t *testing.T) {
 func TestCacheGet_massExpiry(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{LastGetTTL: time.Minute})
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), &RegisterOptions{LastGetTTL: time.Minute})
 		const n = evictBatch + 50
 		for i := 0; i < n; i++ {
-			cacheGet(t, c, "t", RequestInfo{Key: fmt.Sprint(i)})
+			requireGet(t, c, "t", RequestInfo{Key: fmt.Sprint(i)})
 		}
 		require.Equal(t, int64(n), c.count.Load())
 		time.Sleep(2 * time.Minute)
 		require.Equal(t, int64(0), c.count.Load())
 		for i := 0; i < n; i++ {
-			_, meta := cacheGet(t, c, "t", RequestInfo{Key: fmt.Sprint(i)})
+			_, meta := requireGet(t, c, "t", RequestInfo{Key: fmt.Sprint(i)})
 			require.False(t, meta.Hit)
 		}
 		require.Equal(t, 2*n, log.count())
@@ -483,17 +484,17 @@ func TestCacheGet_massExpiry(t *testing.T) {
 func TestCacheGet_neverHitEntryKeptForTTL(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
-		log.on(typ, cacheSleep(10*time.Second), FetchResult{Value: "v", Index: 5}, nil)
+		var log fetchLog
+		log.on(typ, sleeping(10*time.Second, nil), FetchResult{Value: "v", Index: 5}, nil)
 		c.RegisterType("t", typ, &RegisterOptions{LastGetTTL: time.Hour})
 		time.Sleep(2 * time.Hour) // the cache is older than the TTL
 
-		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k", Timeout: time.Second})
+		v, _ := requireGet(t, c, "t", RequestInfo{Key: "k", Timeout: time.Second})
 		require.Nil(t, v, "timed out before the fetch returned")
 		time.Sleep(time.Minute) // the fetch stored "v" 50s ago
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.True(t, meta.Hit, "not evicted at once")
 		require.Equal(t, "v", v)
 		require.Equal(t, 1, log.count())
@@ -507,21 +508,21 @@ func TestCacheGet_neverHitEntryKeptForTTL(t *testing.T) {
 func TestCacheGet_fetchAfterEvictionNotReinserted(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-		log.on(typ, cacheSleep(90*time.Minute), FetchResult{Value: "v6", Index: 6}, nil).Once()
+		log.on(typ, sleeping(90*time.Minute, nil), FetchResult{Value: "v6", Index: 6}, nil).Once()
 		log.on(typ, nil, FetchResult{Value: "v7", Index: 7}, nil)
 		c.RegisterType("t", typ, &RegisterOptions{LastGetTTL: time.Hour})
 
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		// The blocking Get gives up at 10m; the entry expires at 1h10m,
 		// with its fetch still in flight until 1h30m.
-		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 10 * time.Minute})
+		v, _ := requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 10 * time.Minute})
 		require.Equal(t, "v5", v)
 		time.Sleep(81 * time.Minute)
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.False(t, meta.Hit, "the evicted entry is not back")
 		require.Equal(t, "v7", v)
 		require.Equal(t, 3, log.count())
@@ -531,23 +532,23 @@ func TestCacheGet_fetchAfterEvictionNotReinserted(t *testing.T) {
 // Pins: entries_count stays equal to the number of entries when an entry is
 // evicted while a fetch for it is in flight.
 func TestCacheGet_entriesCountAfterEvictionDuringFetch(t *testing.T) {
-	sink := cacheInstallSink(t) // metrics: not parallel
+	sink := installSink(t) // metrics: not parallel
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-		log.on(typ, cacheSleep(90*time.Minute), FetchResult{Value: "v6", Index: 6}, nil).Once()
+		log.on(typ, sleeping(90*time.Minute, nil), FetchResult{Value: "v6", Index: 6}, nil).Once()
 		log.on(typ, nil, FetchResult{Value: "v7", Index: 7}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("count_t", typ, &RegisterOptions{LastGetTTL: time.Hour})
 
-		cacheGet(t, c, "count_t", RequestInfo{Key: "k"})
-		cacheGet(t, c, "count_t", RequestInfo{Key: "k", MinIndex: 5}) // evicted at 1h, returns at 1h30m
-		time.Sleep(3 * time.Hour)                                     // whatever the late value did, it has expired by now
-		none := cacheGauge(t, sink, "consul.cache.entries_count")
-		cacheGet(t, c, "count_t", RequestInfo{Key: "k2"})
-		one := cacheGauge(t, sink, "consul.cache.entries_count")
+		requireGet(t, c, "count_t", RequestInfo{Key: "k"})
+		requireGet(t, c, "count_t", RequestInfo{Key: "k", MinIndex: 5}) // evicted at 1h, returns at 1h30m
+		time.Sleep(3 * time.Hour)                                       // whatever the late value did, it has expired by now
+		none := sinkGauge(t, sink, "consul.cache.entries_count")
+		requireGet(t, c, "count_t", RequestInfo{Key: "k2"})
+		one := sinkGauge(t, sink, "consul.cache.entries_count")
 		require.Equal(t, float32(0), none, "no entry")
 		require.Equal(t, float32(1), one, "one entry")
 	})
@@ -558,20 +559,20 @@ func TestCacheGet_entriesCountAfterEvictionDuringFetch(t *testing.T) {
 func TestCacheGet_refreshEvictedDuringFetch(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-		log.on(typ, cacheSleep(10*time.Minute), FetchResult{Value: "v6", Index: 6}, nil).Once()
+		log.on(typ, sleeping(10*time.Minute, nil), FetchResult{Value: "v6", Index: 6}, nil).Once()
 		log.on(typ, nil, FetchResult{Value: "v7", Index: 7}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, &RegisterOptions{
 			Refresh: true, RefreshTimeout: 10 * time.Minute, LastGetTTL: 5 * time.Minute,
 		})
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		time.Sleep(time.Hour) // evicted at 5m, the refresh returns at 10m
 		require.Equal(t, 2, log.count(), "the loop ended with the late fetch")
-		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k2"})
+		v, _ := requireGet(t, c, "t", RequestInfo{Key: "k2"})
 		require.Equal(t, "v7", v)
 	})
 }
@@ -584,18 +585,18 @@ func TestCacheGet_refreshEvictedDuringFetch(t *testing.T) {
 func TestCacheMaxEntries_leastRecentlyHitFirst(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := limitsBubble(t, &Options{MaxEntries: 3})
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), nil)
+		c, _ := newCache(t, &Options{MaxEntries: 3})
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), nil)
 		get := func(k string) ResultMeta {
-			_, meta := cacheGet(t, c, "t", RequestInfo{Key: k})
+			_, meta := requireGet(t, c, "t", RequestInfo{Key: k})
 			time.Sleep(time.Second)
 			return meta
 		}
 		present := func(want ...string) {
 			t.Helper()
 			for _, k := range []string{"a", "b", "c", "d", "e", "f"} {
-				require.Equal(t, limitsContains(want, k), limitsCached(c, "t", k), "entry %s", k)
+				require.Equal(t, slices.Contains(want, k), isCachedKey(c, "t", k), "entry %s", k)
 			}
 		}
 		get("a")
@@ -614,32 +615,23 @@ func TestCacheMaxEntries_leastRecentlyHitFirst(t *testing.T) {
 	})
 }
 
-func limitsContains(s []string, x string) bool {
-	for _, v := range s {
-		if v == x {
-			return true
-		}
-	}
-	return false
-}
-
 // Pins: entries are evicted by expiry time, not by last use alone: an entry
 // of a short-TTL type goes before an older one of a long-TTL type.
 func TestCacheMaxEntries_closestToExpiryFirst(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := limitsBubble(t, &Options{MaxEntries: 2})
-		var logL, logS cacheFetchLog
-		c.RegisterType("long", cacheIndexType(t, &logL), &RegisterOptions{LastGetTTL: time.Hour})
-		c.RegisterType("short", cacheIndexType(t, &logS), &RegisterOptions{LastGetTTL: time.Minute})
-		cacheGet(t, c, "long", RequestInfo{Key: "l1"}) // expires at 1h
+		c, _ := newCache(t, &Options{MaxEntries: 2})
+		var logL, logS fetchLog
+		c.RegisterType("long", indexType(t, &logL), &RegisterOptions{LastGetTTL: time.Hour})
+		c.RegisterType("short", indexType(t, &logS), &RegisterOptions{LastGetTTL: time.Minute})
+		requireGet(t, c, "long", RequestInfo{Key: "l1"}) // expires at 1h
 		time.Sleep(10 * time.Second)
-		cacheGet(t, c, "short", RequestInfo{Key: "s"}) // expires at 1m10s
+		requireGet(t, c, "short", RequestInfo{Key: "s"}) // expires at 1m10s
 		time.Sleep(10 * time.Second)
-		cacheGet(t, c, "long", RequestInfo{Key: "l2"})
-		require.True(t, limitsCached(c, "long", "l1"))
-		require.False(t, limitsCached(c, "short", "s"))
-		require.True(t, limitsCached(c, "long", "l2"))
+		requireGet(t, c, "long", RequestInfo{Key: "l2"})
+		require.True(t, isCachedKey(c, "long", "l1"))
+		require.False(t, isCachedKey(c, "short", "s"))
+		require.True(t, isCachedKey(c, "long", "l2"))
 	})
 }
 
@@ -647,29 +639,29 @@ func TestCacheMaxEntries_closestToExpiryFirst(t *testing.T) {
 // eviction is counted as consul.cache.evict_size (not evict_expired);
 // MaxEntries 0 or less is unbounded.
 func TestCacheMaxEntries_boundAndMetric(t *testing.T) {
-	sink := cacheInstallSink(t) // metrics: not parallel
+	sink := installSink(t) // metrics: not parallel
 	for _, tc := range []struct {
 		max, bound, evicted int
 	}{{3, 3, 7}, {0, 10, 0}, {-1, 10, 0}} {
 		t.Run(fmt.Sprint(tc.max), func(t *testing.T) {
-			before := cacheCounter(sink, "consul.cache.evict_size")
+			before := sinkCounter(sink, "consul.cache.evict_size")
 			synctest.Test(t, func(t *testing.T) {
-				c, _ := limitsBubble(t, &Options{MaxEntries: tc.max})
-				var log cacheFetchLog
-				c.RegisterType("t", cacheIndexType(t, &log), nil)
+				c, _ := newCache(t, &Options{MaxEntries: tc.max})
+				var log fetchLog
+				c.RegisterType("t", indexType(t, &log), nil)
 				for i := 0; i < 10; i++ {
-					cacheGet(t, c, "t", RequestInfo{Key: fmt.Sprint(i)})
+					requireGet(t, c, "t", RequestInfo{Key: fmt.Sprint(i)})
 					require.LessOrEqual(t, c.count.Load(), int64(tc.bound), "after Get %d", i)
-					require.LessOrEqual(t, cacheGauge(t, sink, "consul.cache.entries_count"), float32(tc.bound))
+					require.LessOrEqual(t, sinkGauge(t, sink, "consul.cache.entries_count"), float32(tc.bound))
 					time.Sleep(time.Second)
 				}
 				require.Equal(t, int64(tc.bound), c.count.Load())
-				require.Equal(t, float32(tc.bound), cacheGauge(t, sink, "consul.cache.entries_count"))
+				require.Equal(t, float32(tc.bound), sinkGauge(t, sink, "consul.cache.entries_count"))
 			})
-			require.Equal(t, tc.evicted, cacheCounter(sink, "consul.cache.evict_size")-before)
+			require.Equal(t, tc.evicted, sinkCounter(sink, "consul.cache.evict_size")-before)
 		})
 	}
-	require.Equal(t, 0, cacheCounter(sink, "consul.cache.evict_expired"))
+	require.Equal(t, 0, sinkCounter(sink, "consul.cache.evict_expired"))
 }
 
 // Pins: an entry evicted for size stops refreshing, whether its loop was
@@ -683,19 +675,19 @@ func TestCacheMaxEntries_evictedRefreshStops(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			synctest.Test(t, func(t *testing.T) {
-				c, release := limitsBubble(t, &Options{MaxEntries: 1})
-				var logA, logB cacheFetchLog
-				c.RegisterType("a", limitsChangingType(t, &logA, ro.RefreshTimeout, release), ro)
-				c.RegisterType("b", limitsChangingType(t, &logB, ro.RefreshTimeout, release), ro)
-				cacheGet(t, c, "a", RequestInfo{Key: "k"})
+				c, release := newCache(t, &Options{MaxEntries: 1})
+				var logA, logB fetchLog
+				c.RegisterType("a", changingType(t, &logA, ro.RefreshTimeout, release), ro)
+				c.RegisterType("b", changingType(t, &logB, ro.RefreshTimeout, release), ro)
+				requireGet(t, c, "a", RequestInfo{Key: "k"})
 				time.Sleep(30 * time.Second)
-				cacheGet(t, c, "b", RequestInfo{Key: "k"})
-				require.False(t, limitsCached(c, "a", "k"), "a evicted for size")
+				requireGet(t, c, "b", RequestInfo{Key: "k"})
+				require.False(t, isCachedKey(c, "a", "k"), "a evicted for size")
 				n := logA.count()
 				time.Sleep(3 * time.Hour)
 				require.Equal(t, n, logA.count(), "a's refresh stopped")
 				require.Greater(t, logB.count(), 10, "b refreshes")
-				require.True(t, limitsCached(c, "b", "k"))
+				require.True(t, isCachedKey(c, "b", "k"))
 			})
 		})
 	}
@@ -707,33 +699,33 @@ func TestCacheMaxEntries_evictedRefreshStops(t *testing.T) {
 func TestCacheMaxEntries_inFlightNotEvicted(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := limitsBubble(t, &Options{MaxEntries: 2})
+		c, release := newCache(t, &Options{MaxEntries: 2})
 		gate := make(chan struct{})
 		slow := TestType(t)
-		var logSlow, logFast cacheFetchLog
-		logSlow.on(slow, func() { limitsUntilEither(gate, release) }, FetchResult{Value: "slow", Index: 4}, nil)
+		var logSlow, logFast fetchLog
+		logSlow.on(slow, func() { waitEither(gate, release) }, FetchResult{Value: "slow", Index: 4}, nil)
 		c.RegisterType("slow", slow, nil)
-		c.RegisterType("fast", cacheIndexType(t, &logFast), nil)
+		c.RegisterType("fast", indexType(t, &logFast), nil)
 
-		ch := cacheGoGet(c, "slow", TestRequest(t, RequestInfo{Key: "a"}))
-		cacheRequireBlocked(t, ch)
+		ch := goGet(c, "slow", TestRequest(t, RequestInfo{Key: "a"}))
+		requireBlocked(t, ch)
 		time.Sleep(time.Second)
-		cacheGet(t, c, "fast", RequestInfo{Key: "x"})
+		requireGet(t, c, "fast", RequestInfo{Key: "x"})
 		time.Sleep(time.Second)
-		cacheGet(t, c, "fast", RequestInfo{Key: "y"}) // 3 > 2: x goes, not a
-		require.True(t, limitsCached(c, "slow", "a"), "in flight: not evicted")
-		require.False(t, limitsCached(c, "fast", "x"))
-		require.True(t, limitsCached(c, "fast", "y"))
+		requireGet(t, c, "fast", RequestInfo{Key: "y"}) // 3 > 2: x goes, not a
+		require.True(t, isCachedKey(c, "slow", "a"), "in flight: not evicted")
+		require.False(t, isCachedKey(c, "fast", "x"))
+		require.True(t, isCachedKey(c, "fast", "y"))
 
-		cacheGet(t, c, "fast", RequestInfo{Key: "z"}) // nothing but y is evictable
-		require.True(t, limitsCached(c, "slow", "a"))
-		require.False(t, limitsCached(c, "fast", "y"))
+		requireGet(t, c, "fast", RequestInfo{Key: "z"}) // nothing but y is evictable
+		require.True(t, isCachedKey(c, "slow", "a"))
+		require.False(t, isCachedKey(c, "fast", "y"))
 
 		close(gate)
-		r := cacheRequireReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.NoError(t, r.Err)
 		require.Equal(t, "slow", r.Value)
-		_, meta := cacheGet(t, c, "slow", RequestInfo{Key: "a"})
+		_, meta := requireGet(t, c, "slow", RequestInfo{Key: "a"})
 		require.True(t, meta.Hit, "still cached once fetched")
 		require.Equal(t, 1, logSlow.count())
 	})
@@ -744,20 +736,20 @@ func TestCacheMaxEntries_inFlightNotEvicted(t *testing.T) {
 func TestCacheMaxEntries_boundRestoredAfterInFlightFetch(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := limitsBubble(t, &Options{MaxEntries: 1})
+		c, release := newCache(t, &Options{MaxEntries: 1})
 		gate := make(chan struct{})
 		slow := TestType(t)
-		var logSlow, logFast cacheFetchLog
-		logSlow.on(slow, func() { limitsUntilEither(gate, release) }, FetchResult{Value: "slow", Index: 4}, nil)
+		var logSlow, logFast fetchLog
+		logSlow.on(slow, func() { waitEither(gate, release) }, FetchResult{Value: "slow", Index: 4}, nil)
 		c.RegisterType("slow", slow, nil)
-		c.RegisterType("fast", cacheIndexType(t, &logFast), nil)
+		c.RegisterType("fast", indexType(t, &logFast), nil)
 
-		ch := cacheGoGet(c, "slow", TestRequest(t, RequestInfo{Key: "a"}))
-		cacheRequireBlocked(t, ch)
-		cacheGet(t, c, "fast", RequestInfo{Key: "b"}) // 2 > 1, but a is not evictable yet
+		ch := goGet(c, "slow", TestRequest(t, RequestInfo{Key: "a"}))
+		requireBlocked(t, ch)
+		requireGet(t, c, "fast", RequestInfo{Key: "b"}) // 2 > 1, but a is not evictable yet
 
 		close(gate)
-		r := cacheRequireReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.Equal(t, "slow", r.Value)
 		time.Sleep(time.Minute)
 		require.LessOrEqual(t, c.count.Load(), int64(1), "back within MaxEntries once the fetch finished")

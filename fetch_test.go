@@ -15,9 +15,9 @@ import (
 func TestEmbedding_PanicBecomesErrorForWaiters(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := embNew(t, nil)
+		c, _ := newCache(t, nil)
 		gate := make(chan struct{})
-		var calls embCalls
+		var calls fetchLog
 		c.RegisterType("panic_t", FetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
 			if calls.add(o, r) == 1 {
 				<-gate
@@ -27,16 +27,16 @@ func TestEmbedding_PanicBecomesErrorForWaiters(t *testing.T) {
 		}), nil)
 
 		req := RequestInfo{Key: "k"}
-		var chs []<-chan cacheGetResult
+		var chs []<-chan getResult
 		for range 3 {
-			chs = append(chs, cacheGoGet(c, "panic_t", req))
+			chs = append(chs, goGet(c, "panic_t", req))
 		}
 		for _, ch := range chs {
-			cacheRequireBlocked(t, ch)
+			requireBlocked(t, ch)
 		}
 		close(gate)
 		for _, ch := range chs {
-			r := cacheRequireReturned(t, ch)
+			r := requireReturned(t, ch)
 			require.Error(t, r.Err)
 			require.Nil(t, r.Value)
 			require.Contains(t, r.Err.Error(), "panic_t")
@@ -53,9 +53,9 @@ func TestEmbedding_PanicBecomesErrorForWaiters(t *testing.T) {
 
 // Pins: a panic counts fetch_error and fetch_panic, overall and per type; a plain error no fetch_panic (not parallel).
 func TestEmbedding_PanicMetrics(t *testing.T) {
-	sink := cacheInstallSink(t) // metrics: not parallel
+	sink := installSink(t) // metrics: not parallel
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := embNew(t, nil)
+		c, _ := newCache(t, nil)
 		c.RegisterType("panic_m", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 			panic(42)
 		}), nil)
@@ -78,7 +78,7 @@ func TestEmbedding_PanicMetrics(t *testing.T) {
 			"consul.cache.error_m.fetch_panic": 0,
 			"consul.cache.fetch_success":       0,
 		} {
-			require.Equal(t, want, cacheCounter(sink, name), name)
+			require.Equal(t, want, sinkCounter(sink, name), name)
 		}
 	})
 }
@@ -87,8 +87,8 @@ func TestEmbedding_PanicMetrics(t *testing.T) {
 func TestEmbedding_PanicRefreshBacksOff(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := embNew(t, nil)
-		var calls embCalls
+		c, _ := newCache(t, nil)
+		var calls fetchLog
 		c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
 			calls.add(o, r)
 			panic("boom")
@@ -98,7 +98,7 @@ func TestEmbedding_PanicRefreshBacksOff(t *testing.T) {
 
 		time.Sleep(time.Minute)
 		s := time.Second
-		cacheRequireGaps(t, calls.startTimes(),
+		requireGaps(t, calls.startTimes(),
 			[]time.Duration{0, 0, 0, 2 * s, 4 * s, 8 * s},
 			[]time.Duration{0, 0, 0, 4 * s, 8 * s, 16 * s})
 	})
@@ -111,9 +111,9 @@ func TestEmbedding_GoexitReleasesWaiters(t *testing.T) {
 		t.Run(fmt.Sprint("refresh=", refresh), func(t *testing.T) {
 			t.Parallel()
 			synctest.Test(t, func(t *testing.T) {
-				c, release := embNew(t, nil)
+				c, release := newCache(t, nil)
 				gate := make(chan struct{})
-				var calls embCalls
+				var calls fetchLog
 				c.RegisterType("exit_t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
 					if calls.add(o, r) == 1 {
 						<-gate
@@ -127,12 +127,12 @@ func TestEmbedding_GoexitReleasesWaiters(t *testing.T) {
 				}), &RegisterOptions{Refresh: refresh})
 
 				req := RequestInfo{Key: "k"}
-				ch1, ch2 := cacheGoGet(c, "exit_t", req), cacheGoGet(c, "exit_t", req)
-				cacheRequireBlocked(t, ch1)
-				cacheRequireBlocked(t, ch2)
+				ch1, ch2 := goGet(c, "exit_t", req), goGet(c, "exit_t", req)
+				requireBlocked(t, ch1)
+				requireBlocked(t, ch2)
 				close(gate)
-				for _, ch := range []<-chan cacheGetResult{ch1, ch2} {
-					r := cacheRequireReturned(t, ch)
+				for _, ch := range []<-chan getResult{ch1, ch2} {
+					r := requireReturned(t, ch)
 					require.Error(t, r.Err)
 					require.Contains(t, r.Err.Error(), "exit_t")
 				}
@@ -150,7 +150,7 @@ func TestEmbedding_GoexitReleasesWaiters(t *testing.T) {
 func TestEmbedding_GoexitEntryExpires(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := embNew(t, nil)
+		c, _ := newCache(t, nil)
 		c.RegisterType("exit_t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 			runtime.Goexit()
 			return FetchResult{}, nil
@@ -169,7 +169,7 @@ func TestEmbedding_GoexitEntryExpires(t *testing.T) {
 // Pins: a panic in a bypass Get's Fetch (empty Key) also becomes an error naming the type and the value.
 func TestEmbedding_BypassPanicBecomesError(t *testing.T) {
 	t.Parallel()
-	c, _ := embNew(t, nil)
+	c, _ := newCache(t, nil)
 	c.RegisterType("panic_b", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 		panic("boom")
 	}), nil)

@@ -21,10 +21,10 @@ import (
 // Pins: an empty Key bypasses the cache: each Get calls Fetch with only the
 // request's MinIndex, nothing is stored, bypass is counted, errors pass through.
 func TestCacheGet_bypassEmptyKey(t *testing.T) {
-	sink := cacheInstallSink(t) // metrics: not parallel
+	sink := installSink(t) // metrics: not parallel
 	c := TestCache(t)
 	typ := TestType(t)
-	var log cacheFetchLog
+	var log fetchLog
 	log.on(typ, nil, FetchResult{Value: 42, State: "s", Index: 7}, nil).Twice()
 	log.on(typ, nil, FetchResult{Value: 43, Index: 8}, errors.New("boom")).Once()
 	c.RegisterType("bypass_t", typ, &RegisterOptions{Refresh: true, RefreshTimeout: 5 * time.Minute})
@@ -46,9 +46,9 @@ func TestCacheGet_bypassEmptyKey(t *testing.T) {
 		require.Equal(t, FetchOptions{MinIndex: 3}, log.opt(i))
 	}
 	require.Equal(t, int64(0), c.count.Load(), "nothing is stored")
-	require.Equal(t, 3, cacheCounter(sink, "consul.cache.bypass"))
-	require.Equal(t, 0, cacheCounter(sink, "consul.cache.bypass_t.miss_new"))
-	require.Equal(t, 0, cacheCounter(sink, "consul.cache.bypass_t.fetch_success"))
+	require.Equal(t, 3, sinkCounter(sink, "consul.cache.bypass"))
+	require.Equal(t, 0, sinkCounter(sink, "consul.cache.bypass_t.miss_new"))
+	require.Equal(t, 0, sinkCounter(sink, "consul.cache.bypass_t.fetch_success"))
 	typ.AssertExpectations(t)
 }
 
@@ -74,7 +74,7 @@ func TestCacheGet_unknownType(t *testing.T) {
 func TestCacheGet_coalesce(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		gate := make(chan time.Time)
 		var fetches atomic.Int32
 		typ := TestType(t)
@@ -82,16 +82,16 @@ func TestCacheGet_coalesce(t *testing.T) {
 		c.RegisterType("t", typ, nil)
 		req := TestRequest(t, RequestInfo{Key: "k"})
 
-		var chs []<-chan cacheGetResult
+		var chs []<-chan getResult
 		for i := 0; i < 10; i++ {
-			chs = append(chs, cacheGoGet(c, "t", req))
+			chs = append(chs, goGet(c, "t", req))
 		}
 		for _, ch := range chs {
-			cacheRequireBlocked(t, ch)
+			requireBlocked(t, ch)
 		}
 		close(gate)
 		for _, ch := range chs {
-			r := cacheRequireReturned(t, ch)
+			r := requireReturned(t, ch)
 			require.NoError(t, r.Err)
 			require.Equal(t, "v", r.Value)
 			require.Equal(t, ResultMeta{Index: 3}, r.Meta, "waited: not a hit")
@@ -104,7 +104,7 @@ func TestCacheGet_coalesce(t *testing.T) {
 func TestCacheGet_coalesceError(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		gate := make(chan time.Time)
 		var fetches atomic.Int32
 		typ := TestType(t)
@@ -112,14 +112,14 @@ func TestCacheGet_coalesceError(t *testing.T) {
 		c.RegisterType("t", typ, nil)
 		req := TestRequest(t, RequestInfo{Key: "k"})
 
-		var chs []<-chan cacheGetResult
+		var chs []<-chan getResult
 		for i := 0; i < 5; i++ {
-			chs = append(chs, cacheGoGet(c, "t", req))
+			chs = append(chs, goGet(c, "t", req))
 		}
 		synctest.Wait()
 		close(gate)
 		for _, ch := range chs {
-			r := cacheRequireReturned(t, ch)
+			r := requireReturned(t, ch)
 			require.EqualError(t, r.Err, "down")
 			require.Nil(t, r.Value)
 		}
@@ -132,30 +132,30 @@ func TestCacheGet_coalesceError(t *testing.T) {
 func TestCacheGet_blockingMinIndex(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		gate := make(chan struct{})
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-		log.on(typ, cacheUntil(gate), FetchResult{Value: "v5", Index: 5}, nil).Once() // blocking query timed out
+		log.on(typ, waitingFor(gate), FetchResult{Value: "v5", Index: 5}, nil).Once() // blocking query timed out
 		log.on(typ, nil, FetchResult{Value: "v9", Index: 9}, nil).Once()
 		log.on(typ, nil, FetchResult{Value: "v11", Index: 11}, nil).Once()
 		log.on(typ, nil, FetchResult{Value: "v13", Index: 13}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, nil)
 
-		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, _ := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "v5", v)
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 4})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 4})
 		require.Equal(t, "v5", v)
 		require.Equal(t, ResultMeta{Hit: true, Index: 5}, meta)
 
-		ch := cacheGoGet(c, "t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 5}))
-		cacheRequireBlocked(t, ch)
+		ch := goGet(c, "t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 5}))
+		requireBlocked(t, ch)
 		require.Equal(t, 2, log.count())
 		require.Equal(t, uint64(5), log.opt(1).MinIndex)
 		close(gate)
-		r := cacheRequireReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.NoError(t, r.Err)
 		require.Equal(t, "v9", r.Value)
 		require.Equal(t, ResultMeta{Index: 9}, r.Meta)
@@ -163,7 +163,7 @@ func TestCacheGet_blockingMinIndex(t *testing.T) {
 		require.Equal(t, uint64(5), log.opt(2).MinIndex)
 
 		// MinIndex above anything fetched so far: wait past 11 for 13.
-		v, meta = cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 12})
+		v, meta = requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 12})
 		require.Equal(t, "v13", v)
 		require.Equal(t, ResultMeta{Index: 13}, meta)
 		require.Equal(t, uint64(9), log.opt(3).MinIndex)
@@ -177,18 +177,18 @@ func TestCacheGet_blockingMinIndex(t *testing.T) {
 func TestCacheGet_nonBlockingIgnoresMinIndex(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestTypeNonBlocking(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v", Index: 5}, nil)
 		c.RegisterType("t", typ, &RegisterOptions{RefreshTimeout: time.Minute})
 
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 10})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 10})
 		require.Equal(t, "v", v)
 		require.Equal(t, ResultMeta{Index: 5}, meta)
 		require.Equal(t, FetchOptions{}, log.opt(0))
 		for _, min := range []uint64{5, 100} {
-			v, meta = cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: min})
+			v, meta = requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: min})
 			require.Equal(t, "v", v)
 			require.True(t, meta.Hit)
 		}
@@ -201,21 +201,21 @@ func TestCacheGet_nonBlockingIgnoresMinIndex(t *testing.T) {
 func TestCacheGet_timeoutReturnsLastValue(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, nil)
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 
 		start := time.Now()
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 3 * time.Second})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 3 * time.Second})
 		require.Equal(t, 3*time.Second, time.Since(start))
 		require.Equal(t, "v5", v)
 		require.Equal(t, ResultMeta{Index: 5}, meta)
 
-		v, meta = cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 5, Timeout: time.Second})
+		v, meta = requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 5, Timeout: time.Second})
 		require.Equal(t, "v5", v)
 		require.Equal(t, ResultMeta{Index: 5}, meta)
 		require.Equal(t, 2, log.count(), "the second Get joined the running fetch")
@@ -227,22 +227,22 @@ func TestCacheGet_timeoutReturnsLastValue(t *testing.T) {
 func TestCacheGet_timeoutNewEntryReturnsNil(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		gate := make(chan struct{})
 		typ := TestType(t)
-		var log cacheFetchLog
-		log.on(typ, cacheUntil(gate), FetchResult{Value: "v", Index: 5}, nil)
+		var log fetchLog
+		log.on(typ, waitingFor(gate), FetchResult{Value: "v", Index: 5}, nil)
 		c.RegisterType("t", typ, nil)
 
 		start := time.Now()
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k", Timeout: 2 * time.Second})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k", Timeout: 2 * time.Second})
 		require.Equal(t, 2*time.Second, time.Since(start))
 		require.Nil(t, v)
 		require.Equal(t, ResultMeta{}, meta)
 
 		close(gate)
 		synctest.Wait()
-		v, meta = cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta = requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "v", v)
 		require.Equal(t, ResultMeta{Hit: true, Index: 5}, meta)
 		require.Equal(t, 1, log.count())
@@ -255,9 +255,9 @@ func TestCacheGet_timeoutNewEntryReturnsNil(t *testing.T) {
 func TestCacheGet_errorOnlyToWaiters(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{}, errors.New("e1")).Once()
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
 		log.on(typ, nil, FetchResult{}, errors.New("e2")).Once()
@@ -296,16 +296,16 @@ func TestCacheGet_errorOnlyToWaiters(t *testing.T) {
 func TestCacheGet_errorDoesNotStick(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
 		log.on(typ, nil, FetchResult{}, errors.New("e")).Once()
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once() // timed out, no change
 		log.on(typ, nil, FetchResult{Value: "v6", Index: 6}, nil)
 		c.RegisterType("t", typ, nil)
 
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		_, _, err := c.Get("t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 5}))
 		require.EqualError(t, err, "e")
 		v, meta, err := c.Get("t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 5}))
@@ -322,15 +322,15 @@ func TestCacheGet_errorDoesNotStick(t *testing.T) {
 func TestCacheGet_valueWithError(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
 		log.on(typ, nil, FetchResult{Value: "v6", Index: 6}, errors.New("partial")).Once()
 		log.on(typ, nil, FetchResult{Value: "v6", Index: 6}, errors.New("partial"))
 		c.RegisterType("t", typ, nil)
 
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		v, meta, err := c.Get("t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 5}))
 		require.NoError(t, err)
 		require.Equal(t, "v6", v)
@@ -348,15 +348,15 @@ func TestCacheGet_valueWithError(t *testing.T) {
 func TestCacheGet_refreshFailureServesValue(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
 		log.on(typ, nil, FetchResult{}, errors.New("refresh failed")).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, &RegisterOptions{Refresh: true})
 
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		synctest.Wait()
 		require.Equal(t, 3, log.count(), "the failed refresh was retried at once")
 		v, meta, err := c.Get("t", TestRequest(t, RequestInfo{Key: "k"}))
@@ -376,23 +376,23 @@ func TestCacheGet_refreshFailureServesValue(t *testing.T) {
 func TestCacheGet_maxAge(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
 		log.on(typ, nil, FetchResult{Value: "v2", Index: 2}, nil).Once()
 		log.on(typ, nil, FetchResult{}, errors.New("down"))
 		c.RegisterType("t", typ, nil)
 		maxAge := RequestInfo{Key: "k", MaxAge: time.Minute}
 
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		time.Sleep(time.Minute)
-		v, meta := cacheGet(t, c, "t", maxAge)
+		v, meta := requireGet(t, c, "t", maxAge)
 		require.Equal(t, "v1", v)
 		require.Equal(t, ResultMeta{Hit: true, Age: time.Minute, Index: 1}, meta)
 
 		time.Sleep(time.Second)
-		v, meta = cacheGet(t, c, "t", maxAge)
+		v, meta = requireGet(t, c, "t", maxAge)
 		require.Equal(t, "v2", v)
 		require.Equal(t, ResultMeta{Index: 2}, meta, "refetched, age 0")
 		require.Equal(t, 2, log.count())
@@ -403,7 +403,7 @@ func TestCacheGet_maxAge(t *testing.T) {
 		require.Equal(t, "v2", v)
 		require.Equal(t, ResultMeta{Age: 2 * time.Minute, Index: 2}, meta, "the older value with its age")
 
-		v, meta = cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta = requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "v2", v)
 		require.Equal(t, ResultMeta{Hit: true, Age: 2 * time.Minute, Index: 2}, meta)
 		require.Equal(t, 3, log.count())
@@ -415,17 +415,17 @@ func TestCacheGet_maxAge(t *testing.T) {
 func TestCacheGet_mustRevalidate(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
 		log.on(typ, nil, FetchResult{Value: "v2", Index: 2}, nil).Once()
 		log.on(typ, nil, FetchResult{}, errors.New("down"))
 		c.RegisterType("t", typ, nil)
 		reval := RequestInfo{Key: "k", MustRevalidate: true}
 
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
-		v, meta := cacheGet(t, c, "t", reval)
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", reval)
 		require.Equal(t, "v2", v)
 		require.Equal(t, ResultMeta{Index: 2}, meta)
 		require.Equal(t, 2, log.count())
@@ -437,7 +437,7 @@ func TestCacheGet_mustRevalidate(t *testing.T) {
 		require.Equal(t, uint64(2), meta.Index)
 		require.Equal(t, 3, log.count())
 
-		v, meta = cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta = requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "v2", v)
 		require.True(t, meta.Hit)
 	})
@@ -448,16 +448,16 @@ func TestCacheGet_mustRevalidate(t *testing.T) {
 func TestCacheGet_refreshIgnoresMaxAgeAndMustRevalidate(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{Refresh: true, RefreshTimer: time.Hour})
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), &RegisterOptions{Refresh: true, RefreshTimer: time.Hour})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		time.Sleep(2 * time.Minute)
 		for _, info := range []RequestInfo{
 			{Key: "k", MaxAge: time.Minute},
 			{Key: "k", MustRevalidate: true},
 		} {
-			v, meta := cacheGet(t, c, "t", info)
+			v, meta := requireGet(t, c, "t", info)
 			require.Equal(t, uint64(1), v)
 			require.Equal(t, ResultMeta{Hit: true, Index: 1}, meta)
 		}
@@ -497,14 +497,12 @@ func TestCacheGet_concurrent(t *testing.T) {
 	wg.Wait()
 }
 
-// ergoItem and ergoOther are value types for GetAs.
-type ergoItem struct{ Name string }
+// asItem and asOther are value types for GetAs.
+type asItem struct{ Name string }
 
-func (i *ergoItem) String() string { return "item " + i.Name }
+func (i *asItem) String() string { return "item " + i.Name }
 
-type ergoOther struct{ N int }
-
-type ergoCtxKey struct{}
+type asOther struct{ N int }
 
 // ---------------------------------------------------------------------------
 // GetAs.
@@ -512,18 +510,18 @@ type ergoCtxKey struct{}
 // Pins: GetAs returns the value as a V (pointer, struct or interface type) with Get's meta.
 func TestGetAs_TypedValue(t *testing.T) {
 	t.Parallel()
-	c, _ := embNew(t, nil)
-	item := &ergoItem{Name: "web"}
+	c, _ := newCache(t, nil)
+	item := &asItem{Name: "web"}
 	c.RegisterType("ptr", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 		return FetchResult{Value: item, Index: 7}, nil
 	}), nil)
 	c.RegisterType("val", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
-		return FetchResult{Value: ergoOther{N: 3}, Index: 8}, nil
+		return FetchResult{Value: asOther{N: 3}, Index: 8}, nil
 	}), nil)
 	ctx := t.Context()
 	req := RequestInfo{Key: "k"}
 
-	p, meta, err := GetAs[*ergoItem](ctx, c, "ptr", req)
+	p, meta, err := GetAs[*asItem](ctx, c, "ptr", req)
 	require.NoError(t, err)
 	require.Same(t, item, p)
 	require.Equal(t, uint64(7), meta.Index)
@@ -534,18 +532,18 @@ func TestGetAs_TypedValue(t *testing.T) {
 	require.Equal(t, "item web", s.String())
 	require.True(t, meta.Hit)
 
-	o, meta, err := GetAs[ergoOther](ctx, c, "val", req)
+	o, meta, err := GetAs[asOther](ctx, c, "val", req)
 	require.NoError(t, err)
-	require.Equal(t, ergoOther{N: 3}, o)
+	require.Equal(t, asOther{N: 3}, o)
 	require.Equal(t, uint64(8), meta.Index)
 }
 
 // Pins: a value that is not a V gives the zero V and an error naming both the value's type and V.
 func TestGetAs_WrongType(t *testing.T) {
 	t.Parallel()
-	c, _ := embNew(t, nil)
+	c, _ := newCache(t, nil)
 	c.RegisterType("ptr", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
-		return FetchResult{Value: &ergoItem{Name: "web"}, Index: 7}, nil
+		return FetchResult{Value: &asItem{Name: "web"}, Index: 7}, nil
 	}), nil)
 	c.RegisterType("str", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 		return FetchResult{Value: "text", Index: 7}, nil
@@ -553,11 +551,11 @@ func TestGetAs_WrongType(t *testing.T) {
 	ctx := t.Context()
 	req := RequestInfo{Key: "k"}
 
-	o, _, err := GetAs[ergoOther](ctx, c, "ptr", req)
+	o, _, err := GetAs[asOther](ctx, c, "ptr", req)
 	require.Error(t, err)
 	require.Zero(t, o)
-	require.Contains(t, err.Error(), "*cache.ergoItem")
-	require.Contains(t, err.Error(), "cache.ergoOther")
+	require.Contains(t, err.Error(), "*cache.asItem")
+	require.Contains(t, err.Error(), "cache.asOther")
 
 	n, _, err := GetAs[int](ctx, c, "str", req)
 	require.Error(t, err)
@@ -576,7 +574,7 @@ func TestGetAs_WrongType(t *testing.T) {
 func TestGetAs_NoValueYet(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := embNew(t, nil)
+		c, release := newCache(t, nil)
 		c.RegisterType("t", BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 			<-release
 			return FetchResult{}, errors.New("released")
@@ -584,10 +582,10 @@ func TestGetAs_NoValueYet(t *testing.T) {
 		req := RequestInfo{Key: "k", Timeout: time.Second}
 		start := time.Now()
 
-		s := ergoGo(func() (string, ResultMeta, error) { return GetAs[string](t.Context(), c, "t", req) })
-		p := ergoGo(func() (*ergoItem, ResultMeta, error) { return GetAs[*ergoItem](t.Context(), c, "t", req) })
+		s := goCall(func() (string, ResultMeta, error) { return GetAs[string](t.Context(), c, "t", req) })
+		p := goCall(func() (*asItem, ResultMeta, error) { return GetAs[*asItem](t.Context(), c, "t", req) })
 		time.Sleep(time.Second)
-		rs, rp := ergoReturned(t, s), ergoReturned(t, p)
+		rs, rp := requireReturned(t, s), requireReturned(t, p)
 		require.NoError(t, rs.Err)
 		require.Equal(t, "", rs.Value)
 		require.NoError(t, rp.Err)
@@ -600,7 +598,7 @@ func TestGetAs_NoValueYet(t *testing.T) {
 func TestGetAs_ContextAndFetchErrors(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := embNew(t, nil)
+		c, release := newCache(t, nil)
 		c.RegisterType("slow", BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 			<-release
 			return FetchResult{}, errors.New("released")
@@ -611,10 +609,10 @@ func TestGetAs_ContextAndFetchErrors(t *testing.T) {
 		req := RequestInfo{Key: "k"}
 
 		ctx, cancel := context.WithCancel(t.Context())
-		ch := ergoGo(func() (string, ResultMeta, error) { return GetAs[string](ctx, c, "slow", req) })
-		ergoBlocked(t, ch)
+		ch := goCall(func() (string, ResultMeta, error) { return GetAs[string](ctx, c, "slow", req) })
+		requireBlocked(t, ch)
 		cancel()
-		r := ergoReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.ErrorIs(t, r.Err, context.Canceled)
 		require.Equal(t, "", r.Value)
 
@@ -639,9 +637,9 @@ func TestGetAs_ContextAndFetchErrors(t *testing.T) {
 func TestGetContext_CancelWhileWaiting(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := embNew(t, nil)
+		c, _ := newCache(t, nil)
 		gate := make(chan struct{})
-		var calls embCalls
+		var calls fetchLog
 		c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
 			calls.add(o, r)
 			<-gate
@@ -650,19 +648,19 @@ func TestGetContext_CancelWhileWaiting(t *testing.T) {
 		req := RequestInfo{Key: "k"}
 
 		ctx, cancel := context.WithCancel(t.Context())
-		withCtx := ergoGo(func() (any, ResultMeta, error) { return c.GetContext(ctx, "t", req) })
-		plain := cacheGoGet(c, "t", req)
-		ergoBlocked(t, withCtx)
-		cacheRequireBlocked(t, plain)
+		withCtx := goCall(func() (any, ResultMeta, error) { return c.GetContext(ctx, "t", req) })
+		plain := goGet(c, "t", req)
+		requireBlocked(t, withCtx)
+		requireBlocked(t, plain)
 
 		cancel()
-		r := ergoReturned(t, withCtx)
+		r := requireReturned(t, withCtx)
 		require.ErrorIs(t, r.Err, context.Canceled)
 		require.Nil(t, r.Value)
-		cacheRequireBlocked(t, plain)
+		requireBlocked(t, plain)
 
 		close(gate)
-		p := cacheRequireReturned(t, plain)
+		p := requireReturned(t, plain)
 		require.NoError(t, p.Err)
 		require.Equal(t, "v", p.Value)
 		require.Equal(t, 1, calls.count(), "the cancelled Get's fetch served the other")
@@ -673,8 +671,8 @@ func TestGetContext_CancelWhileWaiting(t *testing.T) {
 func TestGetContext_DeadlineAndTimeout(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := embNew(t, nil)
-		b := newNotifyBackend(t, "v5", 5)
+		c, _ := newCache(t, nil)
+		b := newBlockingBackend(t, "v5", 5)
 		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
 		v, _, err := c.Get("t", RequestInfo{Key: "k"})
 		require.NoError(t, err)

@@ -66,7 +66,7 @@ func TestCacheGet_partitions(t *testing.T) {
 			func(_ FetchOptions, r Request) FetchResult {
 				fetches.Add(1)
 				i := r.CacheInfo()
-				return FetchResult{Value: cachePartition{name, i.Datacenter, i.Token, i.Key}, Index: 1}
+				return FetchResult{Value: fetchedPartition{name, i.Datacenter, i.Token, i.Key}, Index: 1}
 			}, nil)
 		c.RegisterType(name, typ, nil)
 	}
@@ -75,27 +75,27 @@ func TestCacheGet_partitions(t *testing.T) {
 	tok2, err := uuid.GenerateUUID()
 	require.NoError(t, err)
 
-	var parts []cachePartition
+	var parts []fetchedPartition
 	for _, typ := range []string{"t1", "t2"} {
 		for _, dc := range []string{"dc1", "dc2"} {
 			for _, tok := range []string{tok1, tok2} {
 				for _, key := range []string{"k1", "k2"} {
-					parts = append(parts, cachePartition{typ, dc, tok, key})
+					parts = append(parts, fetchedPartition{typ, dc, tok, key})
 				}
 			}
 		}
 	}
 	// Pairs that a "type/dc/token/key" string would merge.
 	parts = append(parts,
-		cachePartition{"t1", "a/b", "c", "k"}, cachePartition{"t1", "a", "b/c", "k"},
-		cachePartition{"t1", "dc", "x/y", "z"}, cachePartition{"t1", "dc", "x", "y/z"},
-		cachePartition{"a/b", "c", "tok", "k"}, cachePartition{"a", "b/c", "tok", "k"},
-		cachePartition{"t1", "a/b", "", "k"}, cachePartition{"t1", "a", "b", "k"},
+		fetchedPartition{"t1", "a/b", "c", "k"}, fetchedPartition{"t1", "a", "b/c", "k"},
+		fetchedPartition{"t1", "dc", "x/y", "z"}, fetchedPartition{"t1", "dc", "x", "y/z"},
+		fetchedPartition{"a/b", "c", "tok", "k"}, fetchedPartition{"a", "b/c", "tok", "k"},
+		fetchedPartition{"t1", "a/b", "", "k"}, fetchedPartition{"t1", "a", "b", "k"},
 	)
 
 	for round := 0; round < 2; round++ {
 		for _, p := range parts {
-			v, meta := cacheGet(t, c, p.Type, RequestInfo{Datacenter: p.DC, Token: p.Token, Key: p.Key})
+			v, meta := requireGet(t, c, p.Type, RequestInfo{Datacenter: p.DC, Token: p.Token, Key: p.Key})
 			require.Equal(t, p, v, "round %d", round)
 			require.Equal(t, round == 1, meta.Hit, "round %d %+v", round, p)
 		}

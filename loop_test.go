@@ -25,14 +25,14 @@ func TestCacheGet_fetchOptions(t *testing.T) {
 		if blocking {
 			typ = TestType(t)
 		}
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "a", State: "sa", Index: 5}, nil).Once()
 		log.on(typ, nil, FetchResult{Value: "b", State: "sb", Index: 6}, nil)
 		c.RegisterType("t", typ, &RegisterOptions{RefreshTimeout: 7 * time.Minute})
 
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		// MinIndex forces a fetch for the blocking type, MustRevalidate for both.
-		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 5, MustRevalidate: true})
+		v, _ := requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 5, MustRevalidate: true})
 		require.Equal(t, "b", v)
 
 		last := &FetchResult{Value: "a", State: "sa", Index: 5}
@@ -55,13 +55,13 @@ func TestCacheGet_fetchOptions(t *testing.T) {
 func TestCacheGet_refreshTimer(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), &RegisterOptions{
 			Refresh: true, RefreshTimer: 30 * time.Second, RefreshTimeout: 5 * time.Minute,
 		})
 		start := time.Now()
-		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, _ := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, uint64(1), v)
 
 		time.Sleep(95 * time.Second)
@@ -73,7 +73,7 @@ func TestCacheGet_refreshTimer(t *testing.T) {
 				MinIndex: log.opt(i).MinIndex, Timeout: log.opt(i).Timeout,
 			})
 		}
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, uint64(4), v)
 		require.Equal(t, ResultMeta{Hit: true, Index: 4}, meta)
 	})
@@ -84,9 +84,9 @@ func TestCacheGet_refreshTimer(t *testing.T) {
 func TestCacheGet_refreshBlocking(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		typ.On("Fetch", mock.Anything, mock.Anything).Run(func(args mock.Arguments) {
 			log.record(args)
 			if args.Get(0).(FetchOptions).MinIndex > 0 {
@@ -100,7 +100,7 @@ func TestCacheGet_refreshBlocking(t *testing.T) {
 		}, nil)
 		c.RegisterType("t", typ, &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute})
 		start := time.Now()
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 
 		time.Sleep(25 * time.Second)
 		var offsets []time.Duration
@@ -108,7 +108,7 @@ func TestCacheGet_refreshBlocking(t *testing.T) {
 			offsets = append(offsets, at.Sub(start))
 		}
 		require.Equal(t, []time.Duration{0, 0, 10 * time.Second, 20 * time.Second}, offsets)
-		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, _ := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, uint64(3), v)
 	})
 }
@@ -118,18 +118,18 @@ func TestCacheGet_refreshBlocking(t *testing.T) {
 func TestCacheGet_refreshJoinsLoopDuringTimer(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
 		start := time.Now()
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 
 		time.Sleep(10 * time.Second)
-		ch := cacheGoGet(c, "t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 1}))
-		cacheRequireBlocked(t, ch)
+		ch := goGet(c, "t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 1}))
+		requireBlocked(t, ch)
 		require.Equal(t, 1, log.count(), "no fetch of its own")
 		time.Sleep(50 * time.Second)
-		r := cacheRequireReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.NoError(t, r.Err)
 		require.Equal(t, uint64(2), r.Value)
 		require.Equal(t, ResultMeta{Index: 2}, r.Meta)
@@ -143,12 +143,12 @@ func TestCacheGet_refreshJoinsLoopDuringTimer(t *testing.T) {
 func TestCacheGet_refreshJoinsLoopDuringBackoff(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{}, errors.New("down")).Times(4)
 		log.on(typ, nil, FetchResult{Value: "v", Index: 5}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, &RegisterOptions{Refresh: true})
 		req := TestRequest(t, RequestInfo{Key: "k"})
 
@@ -156,11 +156,11 @@ func TestCacheGet_refreshJoinsLoopDuringBackoff(t *testing.T) {
 		require.EqualError(t, err, "down")
 		synctest.Wait()
 		require.Equal(t, 4, log.count())
-		ch := cacheGoGet(c, "t", req)
-		cacheRequireBlocked(t, ch)
+		ch := goGet(c, "t", req)
+		requireBlocked(t, ch)
 		require.Equal(t, 4, log.count(), "no fetch of its own")
 		time.Sleep(4 * time.Second) // back-off after 4 failures: 2s..4s
-		r := cacheRequireReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.NoError(t, r.Err)
 		require.Equal(t, "v", r.Value)
 	})
@@ -204,9 +204,9 @@ func TestCacheBackOffWait(t *testing.T) {
 func TestCacheGet_refreshBackoff(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{}, errors.New("down"))
 		c.RegisterType("t", typ, &RegisterOptions{Refresh: true})
 		_, _, err := c.Get("t", TestRequest(t, RequestInfo{Key: "k"}))
@@ -214,7 +214,7 @@ func TestCacheGet_refreshBackoff(t *testing.T) {
 
 		time.Sleep(10 * time.Minute)
 		s := time.Second
-		cacheRequireGaps(t, log.startTimes(),
+		requireGaps(t, log.startTimes(),
 			[]time.Duration{0, 0, 0, 2 * s, 4 * s, 8 * s, 16 * s, 32 * s, 60 * s, 60 * s},
 			[]time.Duration{0, 0, 0, 4 * s, 8 * s, 16 * s, 32 * s, 64 * s, 120 * s, 120 * s})
 	})
@@ -224,9 +224,9 @@ func TestCacheGet_refreshBackoff(t *testing.T) {
 func TestCacheGet_refreshBackoffWithTimer(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{}, errors.New("down"))
 		c.RegisterType("t", typ, &RegisterOptions{Refresh: true, RefreshTimer: 5 * time.Second})
 		_, _, err := c.Get("t", TestRequest(t, RequestInfo{Key: "k"}))
@@ -234,7 +234,7 @@ func TestCacheGet_refreshBackoffWithTimer(t *testing.T) {
 
 		time.Sleep(time.Minute)
 		s := time.Second
-		cacheRequireGaps(t, log.startTimes(),
+		requireGaps(t, log.startTimes(),
 			[]time.Duration{5 * s, 5 * s, 5 * s, 7 * s, 9 * s},
 			[]time.Duration{5 * s, 5 * s, 5 * s, 9 * s, 13 * s})
 	})
@@ -245,17 +245,17 @@ func TestCacheGet_refreshBackoffWithTimer(t *testing.T) {
 func TestCacheGet_refreshZeroIndexBacksOff(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v", Index: 0}, nil)
 		c.RegisterType("t", typ, &RegisterOptions{Refresh: true, RefreshTimeout: time.Minute})
-		_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		_, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, uint64(1), meta.Index)
 
 		time.Sleep(10 * time.Second)
 		s := time.Second
-		cacheRequireGaps(t, log.startTimes(),
+		requireGaps(t, log.startTimes(),
 			[]time.Duration{0, 0, 0, 2 * s},
 			[]time.Duration{0, 0, 0, 4 * s})
 		require.Equal(t, uint64(1), log.opt(1).MinIndex)
@@ -267,9 +267,9 @@ func TestCacheGet_refreshZeroIndexBacksOff(t *testing.T) {
 func TestCacheGet_refreshSuccessResetsBackoff(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{}, errors.New("down")).Times(4)
 		log.on(typ, nil, FetchResult{Value: "v", Index: 5}, nil).Once()
 		log.on(typ, nil, FetchResult{}, errors.New("down"))
@@ -279,7 +279,7 @@ func TestCacheGet_refreshSuccessResetsBackoff(t *testing.T) {
 
 		time.Sleep(time.Minute)
 		s := time.Second
-		cacheRequireGaps(t, log.startTimes(),
+		requireGaps(t, log.startTimes(),
 			[]time.Duration{0, 0, 0, 2 * s, 0, 0, 0, 0, 2 * s},
 			[]time.Duration{0, 0, 0, 4 * s, 0, 0, 0, 0, 4 * s})
 	})
@@ -291,10 +291,10 @@ func TestCacheGet_refreshSuccessResetsBackoff(t *testing.T) {
 func TestCacheFetch_racedResult(t *testing.T) {
 	t.Parallel()
 	c := TestCache(t)
-	var log cacheFetchLog
-	c.RegisterType("t", cacheIndexType(t, &log), nil)
+	var log fetchLog
+	c.RegisterType("t", indexType(t, &log), nil)
 	req := TestRequest(t, RequestInfo{Key: "k"})
-	cacheGet(t, c, "t", RequestInfo{Key: "k"})
+	requireGet(t, c, "t", RequestInfo{Key: "k"})
 
 	te := c.typeEntry("t")
 	key := c.makeKey(nil, "t", "", "", "k")
@@ -330,13 +330,13 @@ func TestStopRefresh_wrapper(t *testing.T) {
 	t.Parallel()
 	require.Nil(t, StopRefresh(nil))
 	require.True(t, StopRefresh(nil) == nil, "an untyped nil, not a nil pointer in an interface")
-	base := &laterErr{"token deleted"}
+	base := &msgErr{"token deleted"}
 	wrapped := fmt.Errorf("rpc: %w", base)
 	err := StopRefresh(wrapped)
 	require.EqualError(t, err, "rpc: token deleted")
 	require.ErrorIs(t, err, wrapped)
 	require.ErrorIs(t, err, base)
-	var le *laterErr
+	var le *msgErr
 	require.ErrorAs(t, err, &le)
 	require.Same(t, base, le)
 	require.True(t, isStopRefresh(fmt.Errorf("more: %w", err)))
@@ -352,44 +352,44 @@ func TestStopRefresh_wrapper(t *testing.T) {
 //
 // Without StopRefresh the refresh would retry the error at once.
 func TestStopRefresh_stopsRefresh(t *testing.T) {
-	sink := cacheInstallSink(t) // metrics: not parallel
+	sink := installSink(t) // metrics: not parallel
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
-		s := newLaterScript(true, release)
+		c, release := bubble(t)
+		s := newScriptType(true, release)
 		c.RegisterType("stop", s, &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute, LastGetTTL: 24 * time.Hour})
 
-		first := cacheGoGet(c, "stop", RequestInfo{Key: "k"})
+		first := goGet(c, "stop", RequestInfo{Key: "k"})
 		s.answer(t, FetchResult{Value: "v1", Index: 1}, nil)
-		require.Equal(t, "v1", cacheRequireReturned(t, first).Value)
+		require.Equal(t, "v1", requireReturned(t, first).Value)
 		require.Equal(t, 2, s.log.count(), "the refresh's blocking query")
-		blocked := cacheGoGet(c, "stop", RequestInfo{Key: "k", MinIndex: 1, Timeout: time.Hour})
-		cacheRequireBlocked(t, blocked)
+		blocked := goGet(c, "stop", RequestInfo{Key: "k", MinIndex: 1, Timeout: time.Hour})
+		requireBlocked(t, blocked)
 
-		errX := &laterErr{"ACL not found"}
+		errX := &msgErr{"ACL not found"}
 		s.answer(t, FetchResult{}, StopRefresh(errX))
-		r := cacheRequireReturned(t, blocked)
+		r := requireReturned(t, blocked)
 		require.ErrorIs(t, r.Err, errX)
-		var target *laterErr
+		var target *msgErr
 		require.ErrorAs(t, r.Err, &target)
 		require.Same(t, errX, target)
 		require.EqualError(t, r.Err, "ACL not found")
 		require.Equal(t, "v1", r.Value, "the cached value comes with the error")
 		require.Equal(t, uint64(1), r.Meta.Index)
-		require.Equal(t, 1, cacheCounter(sink, "consul.cache.stop.fetch_error_terminal"))
-		require.Equal(t, 1, cacheCounter(sink, "consul.cache.stop.fetch_error"))
-		require.Equal(t, 1, cacheCounter(sink, "consul.cache.fetch_error"))
+		require.Equal(t, 1, sinkCounter(sink, "consul.cache.stop.fetch_error_terminal"))
+		require.Equal(t, 1, sinkCounter(sink, "consul.cache.stop.fetch_error"))
+		require.Equal(t, 1, sinkCounter(sink, "consul.cache.fetch_error"))
 
 		time.Sleep(5 * time.Hour)
 		synctest.Wait()
 		require.Equal(t, 2, s.log.count(), "no fetch after StopRefresh")
-		require.True(t, limitsCached(c, "stop", "k"), "the value stays until its TTL")
+		require.True(t, isCachedKey(c, "stop", "k"), "the value stays until its TTL")
 
-		next := cacheGoGet(c, "stop", RequestInfo{Key: "k"})
-		cacheRequireBlocked(t, next)
+		next := goGet(c, "stop", RequestInfo{Key: "k"})
+		requireBlocked(t, next)
 		require.Equal(t, 3, s.log.count(), "the next Get fetches")
 		require.Equal(t, uint64(1), s.log.opt(2).MinIndex)
 		s.answer(t, FetchResult{Value: "v2", Index: 2}, nil)
-		r = cacheRequireReturned(t, next)
+		r = requireReturned(t, next)
 		require.NoError(t, r.Err)
 		require.Equal(t, "v2", r.Value)
 		require.False(t, r.Meta.Hit)
@@ -398,10 +398,10 @@ func TestStopRefresh_stopsRefresh(t *testing.T) {
 		require.Equal(t, uint64(2), s.log.opt(3).MinIndex)
 		s.answer(t, FetchResult{Value: "v3", Index: 3}, nil)
 		require.Equal(t, 5, s.log.count())
-		v, meta := cacheGet(t, c, "stop", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "stop", RequestInfo{Key: "k"})
 		require.Equal(t, "v3", v)
 		require.True(t, meta.Hit)
-		require.Equal(t, 1, cacheCounter(sink, "consul.cache.stop.fetch_error_terminal"))
+		require.Equal(t, 1, sinkCounter(sink, "consul.cache.stop.fetch_error_terminal"))
 	})
 }
 
@@ -413,21 +413,21 @@ func TestStopRefresh_stopsRefresh(t *testing.T) {
 func TestStopRefresh_valueStaysUntilTTL(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
-		s := newLaterScript(true, release)
+		c, release := bubble(t)
+		s := newScriptType(true, release)
 		c.RegisterType("stop", s, &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute, LastGetTTL: 2 * time.Hour})
-		first := cacheGoGet(c, "stop", RequestInfo{Key: "k"})
+		first := goGet(c, "stop", RequestInfo{Key: "k"})
 		s.answer(t, FetchResult{Value: "v1", Index: 1}, nil)
-		require.Equal(t, "v1", cacheRequireReturned(t, first).Value)
+		require.Equal(t, "v1", requireReturned(t, first).Value)
 		lastGet := time.Now()
 		time.Sleep(time.Minute)
 		s.answer(t, FetchResult{}, StopRefresh(errors.New("gone")))
 
 		time.Sleep(time.Until(lastGet.Add(2*time.Hour)) - time.Second)
-		require.True(t, limitsCached(c, "stop", "k"))
+		require.True(t, isCachedKey(c, "stop", "k"))
 		require.Equal(t, 2, s.log.count())
 		time.Sleep(2 * time.Second)
-		require.False(t, limitsCached(c, "stop", "k"), "evicted at its TTL")
+		require.False(t, isCachedKey(c, "stop", "k"), "evicted at its TTL")
 		time.Sleep(time.Hour)
 		require.Equal(t, 2, s.log.count())
 	})
@@ -441,8 +441,8 @@ func TestStopRefresh_valueStaysUntilTTL(t *testing.T) {
 // Without StopRefresh there would be no terminal count; a cache that
 // marked the result stopped for such types would make hits miss.
 func TestStopRefresh_withoutRefresh(t *testing.T) {
-	sink := cacheInstallSink(t) // metrics: not parallel
-	errX := &laterErr{"no such token"}
+	sink := installSink(t) // metrics: not parallel
+	errX := &msgErr{"no such token"}
 	type outcome struct {
 		value any
 		meta  ResultMeta
@@ -452,8 +452,8 @@ func TestStopRefresh_withoutRefresh(t *testing.T) {
 		var outs []outcome
 		var fetches int
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
-			steps := []laterStep{
+			c, _ := bubble(t)
+			steps := []scriptStep{
 				{err: wrap(errX)},
 				{fr: FetchResult{Value: "v1", Index: 1}},
 				{err: wrap(errX)},
@@ -500,10 +500,10 @@ func TestStopRefresh_withoutRefresh(t *testing.T) {
 		{"v2", ResultMeta{Index: 2}, false},
 		{"v2", ResultMeta{Hit: true, Index: 2}, false},
 	}, stopped)
-	require.Equal(t, 2, cacheCounter(sink, "consul.cache.stopped.fetch_error_terminal"))
-	require.Equal(t, 2, cacheCounter(sink, "consul.cache.stopped.fetch_error"))
-	require.Equal(t, 0, cacheCounter(sink, "consul.cache.plain.fetch_error_terminal"))
-	require.Equal(t, 2, cacheCounter(sink, "consul.cache.plain.fetch_error"))
+	require.Equal(t, 2, sinkCounter(sink, "consul.cache.stopped.fetch_error_terminal"))
+	require.Equal(t, 2, sinkCounter(sink, "consul.cache.stopped.fetch_error"))
+	require.Equal(t, 0, sinkCounter(sink, "consul.cache.plain.fetch_error_terminal"))
+	require.Equal(t, 2, sinkCounter(sink, "consul.cache.plain.fetch_error"))
 }
 
 // TestStopRefresh_revalidationCounted pins that a StopRefresh error
@@ -514,24 +514,24 @@ func TestStopRefresh_withoutRefresh(t *testing.T) {
 //
 // Without StopRefresh there would be no terminal count.
 func TestStopRefresh_revalidationCounted(t *testing.T) {
-	sink := cacheInstallSink(t) // metrics: not parallel
-	var bug string              // reported once the bubble has ended
+	sink := installSink(t) // metrics: not parallel
+	var bug string         // reported once the bubble has ended
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
-		s, blocked, reval := laterSideScript(t, c, "stopside", release)
-		errX := &laterErr{"ACL not found"}
+		c, release := bubble(t)
+		s, blocked, reval := sideScript(t, c, "stopside", release)
+		errX := &msgErr{"ACL not found"}
 		s.answerFetch(t, 2, FetchResult{}, StopRefresh(errX))
-		r := cacheRequireReturned(t, reval)
+		r := requireReturned(t, reval)
 		require.ErrorIs(t, r.Err, errX)
 		require.Equal(t, "v1", r.Value)
-		cacheRequireBlocked(t, blocked)
-		require.Equal(t, 1, cacheCounter(sink, "consul.cache.stopside.fetch_error"))
+		requireBlocked(t, blocked)
+		require.Equal(t, 1, sinkCounter(sink, "consul.cache.stopside.fetch_error"))
 
 		s.answerFetch(t, 1, FetchResult{Value: "v2", Index: 6}, nil)
-		r = cacheRequireReturned(t, blocked)
+		r = requireReturned(t, blocked)
 		require.NoError(t, r.Err)
 		require.Equal(t, "v2", r.Value)
-		if n := cacheCounter(sink, "consul.cache.stopside.fetch_error_terminal"); n != 1 {
+		if n := sinkCounter(sink, "consul.cache.stopside.fetch_error_terminal"); n != 1 {
 			bug = fmt.Sprintf("a StopRefresh error returned to a revalidation (revalidation.run) is not counted as "+
 				"fetch_error_terminal (count %d, want 1), though StopRefresh says it is, besides fetch_error", n)
 		}
@@ -544,11 +544,11 @@ func TestStopRefresh_revalidationCounted(t *testing.T) {
 // ---------------------------------------------------------------------------
 // RefreshMaxFailures.
 
-// laterFlakyType returns a blocking Type (recording its fetches in log)
+// flakyType returns a blocking Type (recording its fetches in log)
 // that answers its first fetch with index 1, fails while down is set, and
 // otherwise answers, after a minute (a blocking query that sees a change
 // a minute), with index MinIndex+1.
-func laterFlakyType(log *cacheFetchLog, down *atomic.Bool, release <-chan struct{}) BlockingFetchFunc {
+func flakyType(log *fetchLog, down *atomic.Bool, release <-chan struct{}) BlockingFetchFunc {
 	return func(o FetchOptions, r Request) (FetchResult, error) {
 		log.record(mock.Arguments{o, r})
 		switch {
@@ -557,7 +557,7 @@ func laterFlakyType(log *cacheFetchLog, down *atomic.Bool, release <-chan struct
 		case down.Load():
 			return FetchResult{}, errors.New("server unavailable")
 		}
-		laterSleep(time.Minute, release)
+		sleep(time.Minute, release)
 		return FetchResult{Value: fmt.Sprint("v", o.MinIndex+1), Index: o.MinIndex + 1}, nil
 	}
 }
@@ -575,11 +575,11 @@ func TestRefreshMaxFailures_stopsAfterFailuresInARow(t *testing.T) {
 		t.Run(fmt.Sprint(max), func(t *testing.T) {
 			t.Parallel()
 			synctest.Test(t, func(t *testing.T) {
-				c, release := cacheBubble(t)
-				var log cacheFetchLog
+				c, release := bubble(t)
+				var log fetchLog
 				var down atomic.Bool
 				down.Store(true)
-				c.RegisterType("t", laterFlakyType(&log, &down, release), &RegisterOptions{
+				c.RegisterType("t", flakyType(&log, &down, release), &RegisterOptions{
 					Refresh: true, RefreshTimeout: 10 * time.Minute, RefreshMaxFailures: max,
 				})
 				// The Get waits for the first fetch, but the failures may
@@ -589,16 +589,16 @@ func TestRefreshMaxFailures_stopsAfterFailuresInARow(t *testing.T) {
 				time.Sleep(10 * time.Minute) // enough for the back-off of 6 failures
 				synctest.Wait()
 				require.Equal(t, 1+max, log.count(), "one success, then %d failures", max)
-				laterRequireBackOff(t, log.startTimes()[1:])
+				requireBackOff(t, log.startTimes()[1:], 0)
 				time.Sleep(5 * time.Hour)
 				require.Equal(t, 1+max, log.count(), "stopped")
 
 				down.Store(false)
-				ch := cacheGoGet(c, "t", RequestInfo{Key: "k"})
-				cacheRequireBlocked(t, ch)
+				ch := goGet(c, "t", RequestInfo{Key: "k"})
+				requireBlocked(t, ch)
 				require.Equal(t, 2+max, log.count(), "the next Get fetches")
 				time.Sleep(time.Minute)
-				r := cacheRequireReturned(t, ch)
+				r := requireReturned(t, ch)
 				require.NoError(t, r.Err)
 				require.Equal(t, "v2", r.Value)
 				require.False(t, r.Meta.Hit)
@@ -616,12 +616,12 @@ func TestRefreshMaxFailures_stopsAfterFailuresInARow(t *testing.T) {
 func TestRefreshMaxFailures_countsFailuresInARow(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
-		s := newLaterScript(true, release)
+		c, release := bubble(t)
+		s := newScriptType(true, release)
 		c.RegisterType("t", s, &RegisterOptions{Refresh: true, RefreshTimeout: time.Minute, RefreshMaxFailures: 3})
-		first := cacheGoGet(c, "t", RequestInfo{Key: "k"})
+		first := goGet(c, "t", RequestInfo{Key: "k"})
 		s.answer(t, FetchResult{Value: "v1", Index: 1}, nil)
-		require.Equal(t, "v1", cacheRequireReturned(t, first).Value)
+		require.Equal(t, "v1", requireReturned(t, first).Value)
 		down := errors.New("down")
 		for i := 0; i < 5; i++ {
 			s.answer(t, FetchResult{}, down)
@@ -645,18 +645,18 @@ func TestRefreshMaxFailures_countsFailuresInARow(t *testing.T) {
 func TestRefreshMaxFailures_zeroKeepsRetrying(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
-		var log cacheFetchLog
+		c, release := bubble(t)
+		var log fetchLog
 		var down atomic.Bool
 		down.Store(true)
-		c.RegisterType("t", laterFlakyType(&log, &down, release), &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute})
+		c.RegisterType("t", flakyType(&log, &down, release), &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute})
 		v, _, _ := c.Get("t", RequestInfo{Key: "k"})
 		require.Equal(t, "v1", v)
 		time.Sleep(time.Hour)
 		n := log.count()
 		t.Logf("%d fetches in an hour", n)
 		require.Greater(t, n, 30)
-		laterRequireBackOff(t, log.startTimes()[1:])
+		requireBackOff(t, log.startTimes()[1:], 0)
 		time.Sleep(time.Hour)
 		require.GreaterOrEqual(t, log.count(), n+25, "still retrying")
 	})
@@ -698,13 +698,13 @@ func TestCacheEntryFetchRate_refreshLoop(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			synctest.Test(t, func(t *testing.T) {
-				c, release := limitsBubble(t, tc.opts)
-				var log cacheFetchLog
-				c.RegisterType("t", limitsChangingType(t, &log, 100*time.Millisecond, release), &RegisterOptions{
+				c, release := newCache(t, tc.opts)
+				var log fetchLog
+				c.RegisterType("t", changingType(t, &log, 100*time.Millisecond, release), &RegisterOptions{
 					Refresh: true, RefreshTimeout: time.Minute,
 				})
 				start := time.Now()
-				cacheGet(t, c, "t", RequestInfo{Key: "k"})
+				requireGet(t, c, "t", RequestInfo{Key: "k"})
 				time.Sleep(60*time.Second - time.Since(start))
 				synctest.Wait()
 				n := log.count()
@@ -712,7 +712,7 @@ func TestCacheEntryFetchRate_refreshLoop(t *testing.T) {
 				require.GreaterOrEqual(t, n, tc.min)
 				require.LessOrEqual(t, n, tc.max)
 
-				v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+				v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 				require.True(t, meta.Hit)
 				require.GreaterOrEqual(t, v, uint64(n-1), "served the latest value")
 			})
@@ -734,9 +734,9 @@ func TestCacheEntryFetchRate_notifyLoop(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			synctest.Test(t, func(t *testing.T) {
-				c, release := limitsBubble(t, tc.opts)
-				var log cacheFetchLog
-				c.RegisterType("t", limitsChangingType(t, &log, 100*time.Millisecond, release), nil)
+				c, release := newCache(t, tc.opts)
+				var log fetchLog
+				c.RegisterType("t", changingType(t, &log, 100*time.Millisecond, release), nil)
 				ctx, cancel := context.WithCancel(context.Background())
 				t.Cleanup(cancel)
 				var events atomic.Int64
@@ -762,10 +762,10 @@ func TestCacheEntryFetchRate_burst(t *testing.T) {
 		t.Run(fmt.Sprint(tc.burst), func(t *testing.T) {
 			t.Parallel()
 			synctest.Test(t, func(t *testing.T) {
-				c, release := limitsBubble(t, &Options{EntryFetchRate: 1, EntryFetchMaxBurst: tc.burst})
-				var log cacheFetchLog
-				c.RegisterType("t", limitsChangingType(t, &log, time.Millisecond, release), &RegisterOptions{Refresh: true})
-				cacheGet(t, c, "t", RequestInfo{Key: "k"})
+				c, release := newCache(t, &Options{EntryFetchRate: 1, EntryFetchMaxBurst: tc.burst})
+				var log fetchLog
+				c.RegisterType("t", changingType(t, &log, time.Millisecond, release), &RegisterOptions{Refresh: true})
+				requireGet(t, c, "t", RequestInfo{Key: "k"})
 				time.Sleep(500 * time.Millisecond)
 				require.Equal(t, tc.want, log.count(), "the burst")
 				time.Sleep(time.Second)
@@ -782,21 +782,21 @@ func TestCacheEntryFetchRate_burst(t *testing.T) {
 func TestCacheEntryFetchRate_perEntry(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := limitsBubble(t, &Options{EntryFetchRate: rate.Every(time.Minute), EntryFetchMaxBurst: 1})
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), nil)
+		c, _ := newCache(t, &Options{EntryFetchRate: rate.Every(time.Minute), EntryFetchMaxBurst: 1})
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), nil)
 		start := time.Now()
-		cacheGet(t, c, "t", RequestInfo{Key: "a"})
-		cacheGet(t, c, "t", RequestInfo{Key: "b"})
+		requireGet(t, c, "t", RequestInfo{Key: "a"})
+		requireGet(t, c, "t", RequestInfo{Key: "b"})
 		require.Equal(t, start, time.Now(), "first fetch of each entry at once")
 
-		v, _ := cacheGet(t, c, "t", RequestInfo{Key: "a", MinIndex: 1})
+		v, _ := requireGet(t, c, "t", RequestInfo{Key: "a", MinIndex: 1})
 		require.Equal(t, uint64(2), v)
 		require.Equal(t, time.Minute, time.Since(start), "a's second fetch waits for a's limiter")
 
 		time.Sleep(30 * time.Second)
 		mid := time.Now()
-		v, _ = cacheGet(t, c, "t", RequestInfo{Key: "b", MinIndex: 1})
+		v, _ = requireGet(t, c, "t", RequestInfo{Key: "b", MinIndex: 1})
 		require.Equal(t, uint64(2), v)
 		require.Equal(t, mid, time.Now(), "b's limiter refilled; a's use does not count against it")
 		require.Equal(t, 4, log.count())
@@ -809,23 +809,23 @@ func TestCacheEntryFetchRate_perEntry(t *testing.T) {
 func TestCacheEntryFetchRate_evictionEndsLimiterWait(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := limitsBubble(t, &Options{EntryFetchRate: rate.Every(time.Hour), EntryFetchMaxBurst: 1})
-		var log cacheFetchLog
-		c.RegisterType("t", limitsChangingType(t, &log, time.Minute, release), &RegisterOptions{
+		c, release := newCache(t, &Options{EntryFetchRate: rate.Every(time.Hour), EntryFetchMaxBurst: 1})
+		var log fetchLog
+		c.RegisterType("t", changingType(t, &log, time.Minute, release), &RegisterOptions{
 			Refresh: true, LastGetTTL: 10 * time.Minute,
 		})
-		cacheGet(t, c, "t", RequestInfo{Key: "k"}) // fetched 0-1m, expires at 11m
+		requireGet(t, c, "t", RequestInfo{Key: "k"}) // fetched 0-1m, expires at 11m
 		time.Sleep(9 * time.Minute)
 		require.Equal(t, 1, log.count(), "the refresh waits for the limiter (until 1h)")
-		require.True(t, limitsCached(c, "t", "k"))
+		require.True(t, isCachedKey(c, "t", "k"))
 		time.Sleep(2 * time.Minute)
-		require.False(t, limitsCached(c, "t", "k"), "evicted at 11m")
+		require.False(t, isCachedKey(c, "t", "k"), "evicted at 11m")
 
 		time.Sleep(3 * time.Hour)
 		require.Equal(t, 1, log.count(), "the loop ended at eviction, no fetch at 1h")
 
 		start := time.Now()
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.False(t, meta.Hit)
 		require.Equal(t, uint64(1), v, "a new entry")
 		require.Equal(t, time.Minute, time.Since(start), "fetched at once")
@@ -837,20 +837,25 @@ func TestCacheEntryFetchRate_evictionEndsLimiterWait(t *testing.T) {
 func TestCacheEntryFetchRate_closeEndsLimiterWait(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := limitsBubble(t, &Options{EntryFetchRate: rate.Every(time.Hour), EntryFetchMaxBurst: 1})
-		var log cacheFetchLog
-		c.RegisterType("t", limitsChangingType(t, &log, time.Second, release), &RegisterOptions{Refresh: true})
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		c, release := newCache(t, &Options{EntryFetchRate: rate.Every(time.Hour), EntryFetchMaxBurst: 1})
+		var log fetchLog
+		c.RegisterType("t", changingType(t, &log, time.Second, release), &RegisterOptions{Refresh: true})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		time.Sleep(10 * time.Minute)
 		require.Equal(t, 1, log.count(), "the refresh waits for the limiter (until 1h)")
 
-		ch := cacheGoGet(c, "t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 1}))
-		cacheRequireBlocked(t, ch)
+		ch := goGet(c, "t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 1}))
+		requireBlocked(t, ch)
 		require.NoError(t, c.Close())
-		r := cacheRequireReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.ErrorIs(t, r.Err, ErrClosed)
 		require.Equal(t, uint64(1), r.Value, "the cached value comes with the error")
 		time.Sleep(3 * time.Hour)
 		require.Equal(t, 1, log.count(), "no fetch after Close")
 	})
 }
+
+// msgErr is an error type for errors.As.
+type msgErr struct{ msg string }
+
+func (e *msgErr) Error() string { return e.msg }

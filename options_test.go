@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,8 +23,8 @@ import (
 // Pins: a failed fetch logs a WARN on Options.Logger with type, datacenter, key, error and failure count.
 func TestEmbedding_LoggerFetchError(t *testing.T) {
 	t.Parallel()
-	var buf embLogBuf
-	c, _ := embNew(t, &Options{Logger: embLogger(&buf)})
+	var buf logBuf
+	c, _ := newCache(t, &Options{Logger: buf.logger()})
 	c.RegisterType("logt", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 		return FetchResult{}, errors.New("backend down")
 	}), nil)
@@ -31,7 +32,7 @@ func TestEmbedding_LoggerFetchError(t *testing.T) {
 	_, _, err := c.Get("logt", RequestInfo{Key: "k1", Datacenter: "dc1"})
 	require.EqualError(t, err, "backend down")
 
-	lines := buf.lines("fetch failed")
+	lines := buf.messages("fetch failed")
 	require.Len(t, lines, 1, buf.String())
 	for _, want := range []string{"level=WARN", "type=logt", "datacenter=dc1", "key=k1", `error="backend down"`, "failures=1"} {
 		require.Contains(t, lines[0], want)
@@ -42,9 +43,9 @@ func TestEmbedding_LoggerFetchError(t *testing.T) {
 func TestEmbedding_LoggerBackoff(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		var buf embLogBuf
-		c, _ := embNew(t, &Options{Logger: embLogger(&buf)})
-		var calls embCalls
+		var buf logBuf
+		c, _ := newCache(t, &Options{Logger: buf.logger()})
+		var calls fetchLog
 		c.RegisterType("logt", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
 			calls.add(o, r)
 			return FetchResult{}, errors.New("down")
@@ -55,20 +56,20 @@ func TestEmbedding_LoggerBackoff(t *testing.T) {
 		time.Sleep(10 * time.Second) // failures 1-3 at once, then 2s..4s, 4s..8s
 		synctest.Wait()
 		require.GreaterOrEqual(t, calls.count(), 5)
-		lines := buf.lines("backing off")
+		lines := buf.messages("backing off")
 		require.Len(t, lines, calls.count()-3, buf.String())
 		for _, want := range []string{"level=DEBUG", "type=logt", "datacenter=dc2", "key=k1", "failures=4", "wait="} {
 			require.Contains(t, lines[0], want)
 		}
-		require.Len(t, buf.lines("fetch failed"), calls.count())
+		require.Len(t, buf.messages("fetch failed"), calls.count())
 	})
 }
 
 // Pins: a panicking fetch logs an ERROR with the entry's attributes, the panic value and a stack trace.
 func TestEmbedding_LoggerPanic(t *testing.T) {
 	t.Parallel()
-	var buf embLogBuf
-	c, _ := embNew(t, &Options{Logger: embLogger(&buf)})
+	var buf logBuf
+	c, _ := newCache(t, &Options{Logger: buf.logger()})
 	c.RegisterType("logt", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 		panic("nil map write")
 	}), nil)
@@ -76,7 +77,7 @@ func TestEmbedding_LoggerPanic(t *testing.T) {
 	_, _, err := c.Get("logt", RequestInfo{Key: "k1", Datacenter: "dc1"})
 	require.Error(t, err)
 
-	lines := buf.lines("fetch panicked")
+	lines := buf.messages("fetch panicked")
 	require.Len(t, lines, 1, buf.String())
 	for _, want := range []string{"level=ERROR", "type=logt", "datacenter=dc1", "key=k1", `panic="nil map write"`, "stack=", "goroutine"} {
 		require.Contains(t, lines[0], want)
@@ -85,9 +86,9 @@ func TestEmbedding_LoggerPanic(t *testing.T) {
 
 // Pins: a nil Options.Logger discards, not slog.Default (not parallel: swaps the default logger).
 func TestEmbedding_NilLoggerDiscards(t *testing.T) {
-	var buf embLogBuf
+	var buf logBuf
 	oldSlog, oldOut, oldFlags := slog.Default(), log.Writer(), log.Flags()
-	slog.SetDefault(embLogger(&buf))
+	slog.SetDefault(buf.logger())
 	t.Cleanup(func() {
 		slog.SetDefault(oldSlog)
 		log.SetOutput(oldOut)
@@ -95,8 +96,8 @@ func TestEmbedding_NilLoggerDiscards(t *testing.T) {
 	})
 
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := embNew(t, &Options{Logger: nil})
-		var calls embCalls
+		c, _ := newCache(t, &Options{Logger: nil})
+		var calls fetchLog
 		c.RegisterType("err", FetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
 			calls.add(o, r)
 			return FetchResult{}, errors.New("down")
@@ -132,8 +133,8 @@ func TestEmbedding_NilLoggerDiscards(t *testing.T) {
 func TestReloadOptions_reportsChanges(t *testing.T) {
 	t.Parallel()
 	l1, l2 := slog.New(slog.DiscardHandler), slog.New(slog.DiscardHandler)
-	m1, _ := laterMetrics(t)
-	m2, _ := laterMetrics(t)
+	m1, _ := newMetrics(t)
+	m2, _ := newMetrics(t)
 	base := Options{EntryFetchRate: 5, EntryFetchMaxBurst: 3, Logger: l1, Metrics: m1, MaxEntries: 10, MetricsPrefix: []string{"a"}}
 	with := func(f func(*Options)) Options {
 		o := base
@@ -181,18 +182,18 @@ func TestReloadOptions_reportsChanges(t *testing.T) {
 // A ReloadOptions that swapped the instance or the names would fail it.
 func TestReloadOptions_metricsFixedByNew(t *testing.T) {
 	t.Parallel()
-	m1, sink1 := laterMetrics(t)
-	m2, sink2 := laterMetrics(t)
+	m1, sink1 := newMetrics(t)
+	m2, sink2 := newMetrics(t)
 	c := New(&Options{Metrics: m1, MetricsPrefix: []string{"app"}})
 	defer c.Close()
 	c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 		return FetchResult{Value: "v", Index: 1}, nil
 	}), nil)
 	require.True(t, c.ReloadOptions(Options{Metrics: m2, MetricsPrefix: []string{"other"}, MaxEntries: 5}))
-	cacheGet(t, c, "t", RequestInfo{Key: "k"})
-	cacheGet(t, c, "t", RequestInfo{Key: "k"})
-	require.Equal(t, 1, cacheCounter(sink1, "app.t.fetch_success"))
-	require.Equal(t, 1, cacheCounter(sink1, "app.t.hit"))
+	requireGet(t, c, "t", RequestInfo{Key: "k"})
+	requireGet(t, c, "t", RequestInfo{Key: "k"})
+	require.Equal(t, 1, sinkCounter(sink1, "app.t.fetch_success"))
+	require.Equal(t, 1, sinkCounter(sink1, "app.t.hit"))
 	require.Empty(t, sink2.Data()[0].Counters)
 }
 
@@ -209,10 +210,10 @@ func TestReloadOptions_metricsFixedByNew(t *testing.T) {
 func TestReloadOptions_rateAppliesToWaitingFetch(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := limitsBubble(t, &Options{EntryFetchRate: rate.Every(time.Hour), EntryFetchMaxBurst: 1})
-		var log cacheFetchLog
-		c.RegisterType("t", limitsChangingType(t, &log, 10*time.Millisecond, release), &RegisterOptions{Refresh: true, RefreshTimeout: time.Minute})
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		c, release := newCache(t, &Options{EntryFetchRate: rate.Every(time.Hour), EntryFetchMaxBurst: 1})
+		var log fetchLog
+		c.RegisterType("t", changingType(t, &log, 10*time.Millisecond, release), &RegisterOptions{Refresh: true, RefreshTimeout: time.Minute})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		time.Sleep(10 * time.Minute)
 		require.Equal(t, 1, log.count(), "waiting for the limiter")
 
@@ -253,12 +254,12 @@ func TestReloadOptions_rateAppliesToWaitingFetch(t *testing.T) {
 func TestReloadOptions_limitsExistingEntries(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := limitsBubble(t, nil)
-		var logA, logB cacheFetchLog
-		c.RegisterType("a", limitsChangingType(t, &logA, 10*time.Millisecond, release), &RegisterOptions{Refresh: true, RefreshTimeout: time.Minute})
-		c.RegisterType("b", limitsChangingType(t, &logB, 10*time.Millisecond, release), nil)
-		cacheGet(t, c, "a", RequestInfo{Key: "k"})
-		cacheGet(t, c, "b", RequestInfo{Key: "k"})
+		c, release := newCache(t, nil)
+		var logA, logB fetchLog
+		c.RegisterType("a", changingType(t, &logA, 10*time.Millisecond, release), &RegisterOptions{Refresh: true, RefreshTimeout: time.Minute})
+		c.RegisterType("b", changingType(t, &logB, 10*time.Millisecond, release), nil)
+		requireGet(t, c, "a", RequestInfo{Key: "k"})
+		requireGet(t, c, "b", RequestInfo{Key: "k"})
 		time.Sleep(time.Second)
 		require.Greater(t, logA.count(), 90, "unlimited")
 
@@ -270,7 +271,7 @@ func TestReloadOptions_limitsExistingEntries(t *testing.T) {
 
 		// An entry whose loop is not running (no Refresh) is limited too, from its next fetch.
 		for i := 1; i <= 5; i++ {
-			cacheGet(t, c, "b", RequestInfo{Key: "k", MinIndex: uint64(i)})
+			requireGet(t, c, "b", RequestInfo{Key: "k", MinIndex: uint64(i)})
 		}
 		require.Equal(t, 6, logB.count())
 		b := logB.startTimes()
@@ -285,7 +286,7 @@ func TestReloadOptions_limitsExistingEntries(t *testing.T) {
 // Without ReloadOptions applying the logger, A would keep them all.
 func TestReloadOptions_logger(t *testing.T) {
 	t.Parallel()
-	var a, b laterLog
+	var a, b logBuf
 	c := New(&Options{Logger: a.logger()})
 	defer c.Close()
 	c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
@@ -320,38 +321,38 @@ func TestReloadOptions_logger(t *testing.T) {
 func TestReloadOptions_maxEntriesEvictsAtOnce(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		m, sink := laterMetrics(t)
-		c, _ := limitsBubble(t, &Options{Metrics: m})
+		m, sink := newMetrics(t)
+		c, _ := newCache(t, &Options{Metrics: m})
 		// Metrics are New's: the reloads leave them out.
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), nil)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), nil)
 		keys := []string{"k1", "k2", "k3", "k4", "k5", "k6"}
 		for _, k := range keys {
-			cacheGet(t, c, "t", RequestInfo{Key: k})
+			requireGet(t, c, "t", RequestInfo{Key: k})
 			time.Sleep(time.Second)
 		}
-		cacheGet(t, c, "t", RequestInfo{Key: "k1"}) // now the most recently used
+		requireGet(t, c, "t", RequestInfo{Key: "k1"}) // now the most recently used
 		present := func(want ...string) {
 			t.Helper()
 			for _, k := range keys {
-				require.Equal(t, limitsContains(want, k), limitsCached(c, "t", k), "entry %s", k)
+				require.Equal(t, slices.Contains(want, k), isCachedKey(c, "t", k), "entry %s", k)
 			}
 			require.Equal(t, int64(len(want)), c.count.Load())
-			require.Equal(t, float32(len(want)), cacheGauge(t, sink, "consul.cache.entries_count"))
+			require.Equal(t, float32(len(want)), sinkGauge(t, sink, "consul.cache.entries_count"))
 		}
 
 		require.True(t, c.ReloadOptions(Options{MaxEntries: 4}))
 		present("k1", "k4", "k5", "k6")
-		require.Equal(t, 2, cacheCounter(sink, "consul.cache.evict_size"))
+		require.Equal(t, 2, sinkCounter(sink, "consul.cache.evict_size"))
 
 		require.True(t, c.ReloadOptions(Options{MaxEntries: 5}))
 		present("k1", "k4", "k5", "k6")
 
 		require.True(t, c.ReloadOptions(Options{MaxEntries: 2}))
 		present("k1", "k6")
-		require.Equal(t, 4, cacheCounter(sink, "consul.cache.evict_size"))
-		require.Equal(t, 0, cacheCounter(sink, "consul.cache.evict_expired"))
-		_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k1"})
+		require.Equal(t, 4, sinkCounter(sink, "consul.cache.evict_size"))
+		require.Equal(t, 0, sinkCounter(sink, "consul.cache.evict_expired"))
+		_, meta := requireGet(t, c, "t", RequestInfo{Key: "k1"})
 		require.True(t, meta.Hit)
 		require.Equal(t, len(keys), log.count(), "no fetch for the reloads")
 	})
@@ -371,7 +372,7 @@ func TestReloadOptions_concurrentWithGets(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var logs laterLog
+	var logs logBuf
 	c := New(nil)
 	defer c.Close()
 	var fetches atomic.Int64

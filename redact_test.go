@@ -102,24 +102,24 @@ func TestRedact_Exact(t *testing.T) {
 	}
 }
 
-// redactTestErr is an error type for errors.As.
-type redactTestErr struct{ token string }
+// aclErr is an error type for errors.As.
+type aclErr struct{ token string }
 
-func (e *redactTestErr) Error() string { return fmt.Sprintf("acl %q not found", e.token) }
+func (e *aclErr) Error() string { return fmt.Sprintf("acl %q not found", e.token) }
 
 // Pins redactError: the message is redacted, errors.Is and errors.As see
 // the original through it, and an error without the token is returned as
 // it is.
 func TestRedactError(t *testing.T) {
 	const token = `tok "quoted" en`
-	base := &redactTestErr{token: token}
+	base := &aclErr{token: token}
 	err := fmt.Errorf("fetch: %w (%w)", base, fs.ErrPermission)
 
 	red := redactError(token, err)
 	require.Equal(t, `fetch: acl "<redacted>" not found (permission denied)`, red.Error())
 	require.ErrorIs(t, red, fs.ErrPermission)
 	require.ErrorIs(t, red, base)
-	var as *redactTestErr
+	var as *aclErr
 	require.ErrorAs(t, red, &as)
 	require.Same(t, base, as)
 	require.Same(t, err, errors.Unwrap(red))
@@ -179,11 +179,11 @@ func BenchmarkRedactError(b *testing.B) {
 func TestEmbedding_TokenNotLoggedNorInMetricNames(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		var buf embLogBuf
-		m, sink := embMetrics(t)
-		c, _ := embNew(t, &Options{Logger: embLogger(&buf), Metrics: m})
+		var buf logBuf
+		m, sink := newMetrics(t)
+		c, _ := newCache(t, &Options{Logger: buf.logger(), Metrics: m})
 		c.RegisterType("errt", BlockingFetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
-			return FetchResult{}, embTokenErr(r)
+			return FetchResult{}, tokenQuotingErr(r)
 		}), &RegisterOptions{Refresh: true})
 		c.RegisterType("panict", BlockingFetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
 			panic("bad token " + r.CacheInfo().Token)
@@ -192,7 +192,7 @@ func TestEmbedding_TokenNotLoggedNorInMetricNames(t *testing.T) {
 			return FetchResult{Value: "v", Index: 1}, nil
 		}), &RegisterOptions{LastGetTTL: time.Minute})
 
-		req := RequestInfo{Token: embToken, Datacenter: "dc1", Key: "k"}
+		req := RequestInfo{Token: secretToken, Datacenter: "dc1", Key: "k"}
 		for _, typ := range []string{"errt", "panict"} {
 			_, _, err := c.Get(typ, req)
 			require.Error(t, err)
@@ -206,16 +206,16 @@ func TestEmbedding_TokenNotLoggedNorInMetricNames(t *testing.T) {
 		synctest.Wait()
 
 		logs := buf.String()
-		require.NotContains(t, logs, embToken)
-		require.NotEmpty(t, buf.lines("backing off"))
+		require.NotContains(t, logs, secretToken)
+		require.NotEmpty(t, buf.messages("backing off"))
 		require.Contains(t, logs, "permission denied for token", "the error is logged, redacted")
 		require.Contains(t, logs, "bad token", "the panic value is logged, redacted")
 
-		names := embMetricNames(sink)
+		names := metricNames(sink)
 		require.Contains(t, names, "consul.cache.okt.hit")
 		require.Contains(t, names, "consul.cache.panict.fetch_panic")
 		for _, n := range names {
-			require.NotContains(t, n, embToken)
+			require.NotContains(t, n, secretToken)
 		}
 	})
 }
@@ -223,14 +223,14 @@ func TestEmbedding_TokenNotLoggedNorInMetricNames(t *testing.T) {
 // Pins: a waiter's panic error has the token redacted from the panic value, the rest kept.
 func TestEmbedding_TokenRedactedFromPanicError(t *testing.T) {
 	t.Parallel()
-	c, _ := embNew(t, nil)
+	c, _ := newCache(t, nil)
 	c.RegisterType("panict", FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
-		panic(embTokenErr(r))
+		panic(tokenQuotingErr(r))
 	}), nil)
 
-	_, _, err := c.Get("panict", RequestInfo{Token: embToken, Key: "k"})
+	_, _, err := c.Get("panict", RequestInfo{Token: secretToken, Key: "k"})
 	require.Error(t, err)
-	require.NotContains(t, err.Error(), embToken)
+	require.NotContains(t, err.Error(), secretToken)
 	require.Contains(t, err.Error(), "permission denied for token")
 }
 
@@ -238,15 +238,15 @@ func TestEmbedding_TokenRedactedFromPanicError(t *testing.T) {
 func TestEmbedding_TokenRedactedFromFetchError(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := embNew(t, nil)
+		c, _ := newCache(t, nil)
 		c.RegisterType("errt", BlockingFetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
-			return FetchResult{}, embTokenErr(r)
+			return FetchResult{}, tokenQuotingErr(r)
 		}), nil)
-		req := RequestInfo{Token: embToken, Key: "k"}
+		req := RequestInfo{Token: secretToken, Key: "k"}
 
 		_, _, err := c.Get("errt", req)
 		require.Error(t, err)
-		require.NotContains(t, err.Error(), embToken)
+		require.NotContains(t, err.Error(), secretToken)
 		require.Contains(t, err.Error(), "permission denied for token")
 
 		ctx, cancel := context.WithCancel(t.Context())
@@ -258,7 +258,7 @@ func TestEmbedding_TokenRedactedFromFetchError(t *testing.T) {
 		synctest.Wait()
 		require.NotNil(t, evErr.Load())
 		require.Error(t, *evErr.Load())
-		require.NotContains(t, (*evErr.Load()).Error(), embToken)
+		require.NotContains(t, (*evErr.Load()).Error(), secretToken)
 		cancel()
 	})
 }
@@ -266,13 +266,22 @@ func TestEmbedding_TokenRedactedFromFetchError(t *testing.T) {
 // Pins: a bypass Get (empty Key) also gets the Type's error with the token redacted.
 func TestEmbedding_TokenRedactedFromBypassError(t *testing.T) {
 	t.Parallel()
-	c, _ := embNew(t, nil)
+	c, _ := newCache(t, nil)
 	c.RegisterType("errt", FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
-		return FetchResult{}, embTokenErr(r)
+		return FetchResult{}, tokenQuotingErr(r)
 	}), nil)
 
-	_, _, err := c.Get("errt", RequestInfo{Token: embToken})
+	_, _, err := c.Get("errt", RequestInfo{Token: secretToken})
 	require.Error(t, err)
-	require.NotContains(t, err.Error(), embToken)
+	require.NotContains(t, err.Error(), secretToken)
 	require.Contains(t, err.Error(), "permission denied for token")
+}
+
+// secretToken is an ACL token that must never leak out of the cache.
+const secretToken = "s3cr3t-acl-7f2e9c"
+
+// tokenQuotingErr is a Type error that quotes the request's token, as careless
+// RPC layers do.
+func tokenQuotingErr(r Request) error {
+	return fmt.Errorf("permission denied for token %s", r.CacheInfo().Token)
 }

@@ -17,8 +17,10 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"reflect"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,40 +33,35 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// regRecord records, in log, a Fetch of a type that is not a MockType.
-func regRecord(log *cacheFetchLog, o FetchOptions, r Request) {
-	log.record(mock.Arguments{o, r})
-}
-
-// regGate returns a channel and a func that closes it. The func may be
+// newGate returns a channel and a func that closes it. The func may be
 // called more than once, and is called when the test ends, so that a fetch
 // waiting on the channel cannot outlive the bubble. Called before
-// cacheBubble, it opens the gate only after the cache is closed.
-func regGate(t *testing.T) (<-chan struct{}, func()) {
+// bubble, it opens the gate only after the cache is closed.
+func newGate(t *testing.T) (<-chan struct{}, func()) {
 	ch := make(chan struct{})
 	open := sync.OnceFunc(func() { close(ch) })
 	t.Cleanup(open)
 	return ch, open
 }
 
-// regRaise raises m to v if v is greater.
-func regRaise(m *atomic.Int32, v int32) {
+// raiseMax raises m to v if v is greater.
+func raiseMax(m *atomic.Int32, v int32) {
 	for old := m.Load(); v > old && !m.CompareAndSwap(old, v); old = m.Load() {
 	}
 }
 
-// regReturnsAfter (in a bubble) returns the result of the Get that sends
+// requireReturnedAfter (in a bubble) returns the result of the Get that sends
 // it on ch, failing unless the Get returns exactly d of fake time from now.
-func regReturnsAfter(t *testing.T, ch <-chan cacheGetResult, d time.Duration) cacheGetResult {
+func requireReturnedAfter(t *testing.T, ch <-chan getResult, d time.Duration) getResult {
 	t.Helper()
 	time.Sleep(d - time.Nanosecond)
-	cacheRequireBlocked(t, ch)
+	requireBlocked(t, ch)
 	time.Sleep(time.Nanosecond)
-	return cacheRequireReturned(t, ch)
+	return requireReturned(t, ch)
 }
 
-// regPanicValue returns what f panicked with, or nil.
-func regPanicValue(f func()) (v any) {
+// panicValue returns what f panicked with, or nil.
+func panicValue(f func()) (v any) {
 	defer func() { v = recover() }()
 	f()
 	return nil
@@ -92,17 +89,17 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 
 	t.Run("RefreshLoops", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
+			c, _ := bubble(t)
 			failing := TestType(t)
-			var failLog cacheFetchLog
+			var failLog fetchLog
 			failLog.on(failing, nil, FetchResult{}, errors.New("down"))
 			c.RegisterType("failing", failing, &RegisterOptions{Refresh: true})
-			var timerLog cacheFetchLog
-			c.RegisterType("timer", cacheIndexType(t, &timerLog), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
+			var timerLog fetchLog
+			c.RegisterType("timer", indexType(t, &timerLog), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
 
 			_, _, err := c.Get("failing", RequestInfo{Key: "k"})
 			require.EqualError(t, err, "down")
-			cacheGet(t, c, "timer", RequestInfo{Key: "k"})
+			requireGet(t, c, "timer", RequestInfo{Key: "k"})
 			synctest.Wait()
 			require.Equal(t, 4, failLog.count(), "three retries at once, then a back-off wait")
 			require.Equal(t, 1, timerLog.count(), "in its RefreshTimer wait")
@@ -116,15 +113,15 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 
 	t.Run("Get", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
-			var log cacheFetchLog
-			c.RegisterType("t", cacheIndexType(t, &log), nil)
-			cacheGet(t, c, "t", RequestInfo{Key: "k"}) // value 1, index 1
+			c, _ := bubble(t)
+			var log fetchLog
+			c.RegisterType("t", indexType(t, &log), nil)
+			requireGet(t, c, "t", RequestInfo{Key: "k"}) // value 1, index 1
 			time.Sleep(time.Minute)
 			require.NoError(t, c.Close())
 			start := time.Now()
 
-			v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, uint64(1), v)
 			require.True(t, meta.Hit, "a hit is still served")
 
@@ -151,34 +148,34 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 
 	t.Run("WaitingGet", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			typ := TestType(t)
-			var log cacheFetchLog
+			var log fetchLog
 			gate := make(chan struct{})
 			log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-			log.on(typ, cacheUntil(release), FetchResult{}, nil).Once() // hangs until the test ends
-			log.on(typ, cacheUntil(gate), FetchResult{Value: "v7", Index: 7}, nil).Once()
+			log.on(typ, waitingFor(release), FetchResult{}, nil).Once() // hangs until the test ends
+			log.on(typ, waitingFor(gate), FetchResult{Value: "v7", Index: 7}, nil).Once()
 			c.RegisterType("t", typ, nil)
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 
-			blocking := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
-			cacheRequireBlocked(t, blocking)
-			fresh := cacheGoGet(c, "t", RequestInfo{Key: "new"})
-			cacheRequireBlocked(t, fresh)
+			blocking := goGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
+			requireBlocked(t, blocking)
+			fresh := goGet(c, "t", RequestInfo{Key: "new"})
+			requireBlocked(t, fresh)
 			require.Equal(t, 3, log.count())
 
 			start := time.Now()
 			require.NoError(t, c.Close())
-			r := cacheRequireReturned(t, blocking)
+			r := requireReturned(t, blocking)
 			require.ErrorIs(t, r.Err, ErrClosed)
 			require.Equal(t, "v5", r.Value)
 			require.Equal(t, uint64(5), r.Meta.Index)
 			require.Zero(t, time.Since(start), "a wait for a change ends at Close")
 			// A Get waiting for a value it does not have gets the result of
 			// the fetch in flight.
-			cacheRequireBlocked(t, fresh)
+			requireBlocked(t, fresh)
 			close(gate)
-			r = cacheRequireReturned(t, fresh)
+			r = requireReturned(t, fresh)
 			require.NoError(t, r.Err)
 			require.Equal(t, "v7", r.Value)
 			synctest.Wait()
@@ -188,14 +185,14 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 
 	t.Run("Notify", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			blocking := TestType(t)
-			var blockingLog cacheFetchLog
+			var blockingLog fetchLog
 			blockingLog.on(blocking, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-			blockingLog.on(blocking, cacheUntil(release), FetchResult{}, nil)
+			blockingLog.on(blocking, waitingFor(release), FetchResult{}, nil)
 			c.RegisterType("blocking", blocking, nil)
 			polling := TestTypeNonBlocking(t)
-			var pollingLog cacheFetchLog
+			var pollingLog fetchLog
 			pollingLog.on(polling, nil, FetchResult{Value: "p", Index: 1}, nil)
 			c.RegisterType("polling", polling, nil)
 
@@ -206,39 +203,39 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 			require.NoError(t, c.Notify(ctx, "polling", RequestInfo{Key: "k", MaxAge: time.Minute}, "polling", ch))
 			got := map[string]any{}
 			for range 2 {
-				ev := notifyRecv(t, ch, time.Second)
+				ev := recvEvent(t, ch, time.Second)
 				got[ev.CorrelationID] = ev.Result
 			}
 			require.Equal(t, map[string]any{"blocking": "v5", "polling": "p"}, got)
 			synctest.Wait()
-			require.Equal(t, 2, regWatches(t), "one watch in a blocking Get, one between polls")
+			require.Equal(t, 2, liveWatches(t), "one watch in a blocking Get, one between polls")
 
 			require.NoError(t, c.Close())
 			synctest.Wait()
-			require.Zero(t, regWatches(t), "Close ended both watches")
-			notifyNoEvent(t, ch)
+			require.Zero(t, liveWatches(t), "Close ended both watches")
+			requireNoEvent(t, ch)
 			time.Sleep(5 * time.Hour)
-			notifyNoEvent(t, ch)
+			requireNoEvent(t, ch)
 			require.Equal(t, 2, blockingLog.count(), "no fetch after Close")
 			require.Equal(t, 1, pollingLog.count(), "no poll after Close")
 
 			err := c.Notify(ctx, "blocking", RequestInfo{Key: "k"}, "late", ch)
 			require.ErrorIs(t, err, ErrClosed)
-			require.Zero(t, regWatches(t), "no watch started")
+			require.Zero(t, liveWatches(t), "no watch started")
 		})
 	})
 
 	t.Run("FetchContext", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
-			var log cacheFetchLog
+			c, release := bubble(t)
+			var log fetchLog
 			type abandon struct {
 				at  time.Time
 				err error
 			}
 			abandoned := make(chan abandon, 1)
-			c.RegisterType("t", regContextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
-				regRecord(&log, o, r)
+			c.RegisterType("t", contextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
+				log.add(o, r)
 				if o.MinIndex == 0 {
 					return FetchResult{Value: "v1", Index: 1}, nil
 				}
@@ -250,7 +247,7 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 				abandoned <- abandon{time.Now(), ctx.Err()}
 				return FetchResult{}, ctx.Err()
 			}}, &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute})
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 			time.Sleep(time.Minute)
 			require.Equal(t, 2, log.count(), "the refresh is a blocking fetch")
 
@@ -287,15 +284,15 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 func TestRegression8541_RefreshChainsDoNotMultiply(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		const fetchTime = time.Second
-		var log cacheFetchLog
+		var log fetchLog
 		var inFlight, maxInFlight atomic.Int32
 		c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
-			regRecord(&log, o, r)
-			regRaise(&maxInFlight, inFlight.Add(1))
+			log.add(o, r)
+			raiseMax(&maxInFlight, inFlight.Add(1))
 			defer inFlight.Add(-1)
-			regSleep(fetchTime, release)()
+			sleeping(fetchTime, release)()
 			return FetchResult{}, errors.New("down")
 		}), &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute})
 
@@ -304,12 +301,12 @@ func TestRegression8541_RefreshChainsDoNotMultiply(t *testing.T) {
 
 		// Ten minutes of Gets every two seconds: plain, blocking, and
 		// blocking with a timeout shorter than the longest back-off.
-		var gets []<-chan cacheGetResult
+		var gets []<-chan getResult
 		for range 300 {
 			gets = append(gets,
-				cacheGoGet(c, "t", RequestInfo{Key: "k"}),
-				cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5}),
-				cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 30 * time.Second}))
+				goGet(c, "t", RequestInfo{Key: "k"}),
+				goGet(c, "t", RequestInfo{Key: "k", MinIndex: 5}),
+				goGet(c, "t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 30 * time.Second}))
 			time.Sleep(2 * time.Second)
 		}
 		// The last ones wait for the next fetch, at most a capped back-off
@@ -334,7 +331,7 @@ func TestRegression8541_RefreshChainsDoNotMultiply(t *testing.T) {
 		// missing Get would make hundreds.
 		require.GreaterOrEqual(t, len(times), 13)
 		require.LessOrEqual(t, len(times), 19)
-		regRequireBackOff(t, times, fetchTime)
+		requireBackOff(t, times, fetchTime)
 	})
 }
 
@@ -349,39 +346,39 @@ func TestRegression8541_RefreshChainsDoNotMultiply(t *testing.T) {
 // late fetch brought its evicted entry back, and its refresh went on for
 // another TTL, then another, for ever.
 func TestRegression9978_NoResurrection(t *testing.T) {
-	sink := cacheInstallSink(t) // metrics: not parallel
+	sink := installSink(t) // metrics: not parallel
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
-		log.on(typ, regSleep(90*time.Minute, release), FetchResult{Value: "v2", Index: 2}, nil).Once()
+		log.on(typ, sleeping(90*time.Minute, release), FetchResult{Value: "v2", Index: 2}, nil).Once()
 		log.on(typ, nil, FetchResult{Value: "v3", Index: 3}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("resurrect_t", typ, &RegisterOptions{
 			Refresh: true, RefreshTimeout: 2 * time.Hour, LastGetTTL: time.Hour,
 		})
 		const entries = "consul.cache.entries_count"
 
-		_, meta := cacheGet(t, c, "resurrect_t", RequestInfo{Key: "k"})
+		_, meta := requireGet(t, c, "resurrect_t", RequestInfo{Key: "k"})
 		require.False(t, meta.Hit)
-		require.Equal(t, float32(1), cacheGauge(t, sink, entries))
+		require.Equal(t, float32(1), sinkGauge(t, sink, entries))
 
 		time.Sleep(61 * time.Minute)
-		require.Equal(t, float32(0), cacheGauge(t, sink, entries), "evicted at 1h")
+		require.Equal(t, float32(0), sinkGauge(t, sink, entries), "evicted at 1h")
 		require.Equal(t, 2, log.count(), "with its refresh in flight")
 
 		time.Sleep(2 * time.Hour) // the refresh returned at 1h30m
 		require.Equal(t, 2, log.count(), "the loop ended with the late fetch")
-		require.Equal(t, float32(0), cacheGauge(t, sink, entries), "the late value did not bring the entry back")
-		require.Equal(t, 1, cacheCounter(sink, "consul.cache.evict_expired"))
+		require.Equal(t, float32(0), sinkGauge(t, sink, entries), "the late value did not bring the entry back")
+		require.Equal(t, 1, sinkCounter(sink, "consul.cache.evict_expired"))
 
-		v, meta := cacheGet(t, c, "resurrect_t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "resurrect_t", RequestInfo{Key: "k"})
 		require.False(t, meta.Hit, "a miss")
 		require.Equal(t, "v3", v)
 		require.Equal(t, uint64(0), log.opt(2).MinIndex, "fetched from scratch")
 		require.Nil(t, log.opt(2).LastResult, "fetched from scratch")
-		require.Equal(t, float32(1), cacheGauge(t, sink, entries))
+		require.Equal(t, float32(1), sinkGauge(t, sink, entries))
 	})
 }
 
@@ -400,40 +397,40 @@ func TestRegression9978_NoResurrection(t *testing.T) {
 // LastResult.
 func TestRegression9979_WatchedEntryDoesNotExpire(t *testing.T) {
 	t.Run("BlockingGet", func(t *testing.T) {
-		sink := cacheInstallSink(t) // metrics: not parallel
+		sink := installSink(t) // metrics: not parallel
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			typ := TestType(t)
-			var log cacheFetchLog
+			var log fetchLog
 			log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
-			log.on(typ, regSleep(2*time.Hour, release), FetchResult{Value: "v2", Index: 2}, nil).Once()
+			log.on(typ, sleeping(2*time.Hour, release), FetchResult{Value: "v2", Index: 2}, nil).Once()
 			log.on(typ, nil, FetchResult{Value: "v3", Index: 3}, nil) // not expected
 			c.RegisterType("watched_get", typ, &RegisterOptions{LastGetTTL: time.Hour})
-			cacheGet(t, c, "watched_get", RequestInfo{Key: "k"})
+			requireGet(t, c, "watched_get", RequestInfo{Key: "k"})
 
 			start := time.Now()
-			v, meta := cacheGet(t, c, "watched_get", RequestInfo{Key: "k", MinIndex: 1, Timeout: 3 * time.Hour})
+			v, meta := requireGet(t, c, "watched_get", RequestInfo{Key: "k", MinIndex: 1, Timeout: 3 * time.Hour})
 			require.Equal(t, 2*time.Hour, time.Since(start), "returned with the fetch")
 			require.Equal(t, "v2", v)
 			require.Equal(t, ResultMeta{Index: 2}, meta)
 
-			v, meta = cacheGet(t, c, "watched_get", RequestInfo{Key: "k"})
+			v, meta = requireGet(t, c, "watched_get", RequestInfo{Key: "k"})
 			require.Equal(t, "v2", v)
 			require.Equal(t, ResultMeta{Hit: true, Index: 2}, meta, "still cached")
 			require.Equal(t, 2, log.count())
-			require.Zero(t, cacheCounter(sink, "consul.cache.evict_expired"))
+			require.Zero(t, sinkCounter(sink, "consul.cache.evict_expired"))
 		})
 	})
 
 	t.Run("Notify", func(t *testing.T) {
-		sink := cacheInstallSink(t) // metrics: not parallel
+		sink := installSink(t) // metrics: not parallel
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
-			var log cacheFetchLog
+			c, release := bubble(t)
+			var log fetchLog
 			c.RegisterType("watched_notify", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
-				regRecord(&log, o, r)
+				log.add(o, r)
 				if o.MinIndex > 0 {
-					regSleep(30*time.Minute, release)() // then the data changes
+					sleeping(30*time.Minute, release)() // then the data changes
 				}
 				return FetchResult{Value: o.MinIndex + 1, Index: o.MinIndex + 1}, nil
 			}), &RegisterOptions{LastGetTTL: 10 * time.Minute})
@@ -446,12 +443,12 @@ func TestRegression9979_WatchedEntryDoesNotExpire(t *testing.T) {
 			cancel()
 			synctest.Wait()
 			for i := uint64(1); i <= 7; i++ {
-				ev := notifyRecv(t, ch, time.Second)
+				ev := recvEvent(t, ch, time.Second)
 				require.NoError(t, ev.Err)
 				require.Equal(t, i, ev.Result)
 				require.Equal(t, i, ev.Meta.Index)
 			}
-			notifyNoEvent(t, ch)
+			requireNoEvent(t, ch)
 			require.Equal(t, 8, log.count(), "a first fetch, then one per 30 minutes")
 			for i := 1; i < log.count(); i++ {
 				o := log.opt(i)
@@ -459,7 +456,7 @@ func TestRegression9979_WatchedEntryDoesNotExpire(t *testing.T) {
 				require.NotNil(t, o.LastResult, "fetch %d", i+1)
 				require.Equal(t, uint64(i), o.LastResult.Index, "fetch %d", i+1)
 			}
-			require.Zero(t, cacheCounter(sink, "consul.cache.evict_expired"))
+			require.Zero(t, sinkCounter(sink, "consul.cache.evict_expired"))
 		})
 	})
 }
@@ -478,12 +475,12 @@ func TestRegression9979_WatchedEntryDoesNotExpire(t *testing.T) {
 func TestRegression9588_FailingRefreshStopsAtTTL(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		const fetchTime = 4 * time.Minute
-		var log cacheFetchLog
+		var log fetchLog
 		c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
-			regRecord(&log, o, r)
-			regSleep(fetchTime, release)()
+			log.add(o, r)
+			sleeping(fetchTime, release)()
 			return FetchResult{}, errors.New("down")
 		}), &RegisterOptions{Refresh: true, RefreshTimeout: fetchTime, LastGetTTL: 10 * time.Minute})
 		info := RequestInfo{Key: "k"}
@@ -499,26 +496,26 @@ func TestRegression9588_FailingRefreshStopsAtTTL(t *testing.T) {
 		// Fetches 3 and 4 fail at 12m and 16m; fetch 5 starts after a 2-4s
 		// back-off and is in flight at 18m.
 		time.Sleep(time.Until(evictAt) - time.Second)
-		require.True(t, expiryCached(c, "t", info), "kept until LastGetTTL after the last Get")
+		require.True(t, isCached(c, "t", info), "kept until LastGetTTL after the last Get")
 		require.Equal(t, 5, log.count())
 		time.Sleep(2 * time.Second)
-		require.False(t, expiryCached(c, "t", info), "evicted LastGetTTL after the last Get")
+		require.False(t, isCached(c, "t", info), "evicted LastGetTTL after the last Get")
 
 		time.Sleep(5 * time.Hour)
-		require.False(t, expiryCached(c, "t", info), "the late failure did not bring the entry back")
+		require.False(t, isCached(c, "t", info), "the late failure did not bring the entry back")
 		require.Equal(t, 5, log.count(), "the refresh stopped")
-		regRequireBackOff(t, log.startTimes(), fetchTime)
+		requireBackOff(t, log.startTimes(), fetchTime)
 	})
 }
 
 // ---------------------------------------------------------------------------
 // Blocking Gets.
 
-// regPauseType is a blocking type whose SupportsBlocking can be made to
+// pauseType is a blocking type whose SupportsBlocking can be made to
 // stop, once, on a chosen call, until the test resumes it. A Get consults
 // SupportsBlocking between its look at the entry and joining a fetch, so
 // this opens the window of a race with a fetch that publishes meanwhile.
-type regPauseType struct {
+type pauseType struct {
 	BlockingFetchFunc
 
 	mu      sync.Mutex
@@ -530,7 +527,7 @@ type regPauseType struct {
 
 // arm makes the n-th call of SupportsBlocking from now on close paused,
 // then wait until resume is called (at the latest when the test ends).
-func (p *regPauseType) arm(t *testing.T, n int) (paused <-chan struct{}, resume func()) {
+func (p *pauseType) arm(t *testing.T, n int) (paused <-chan struct{}, resume func()) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.calls, p.pauseAt = 0, n
@@ -540,7 +537,7 @@ func (p *regPauseType) arm(t *testing.T, n int) (paused <-chan struct{}, resume 
 	return p.paused, resume
 }
 
-func (p *regPauseType) SupportsBlocking() bool {
+func (p *pauseType) SupportsBlocking() bool {
 	p.mu.Lock()
 	var paused, resume chan struct{}
 	if p.pauseAt > 0 {
@@ -571,11 +568,11 @@ func (p *regPauseType) SupportsBlocking() bool {
 func TestRegression5793_NoStall(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		gate, open := regGate(t)
-		c, release := cacheBubble(t)
-		var log cacheFetchLog
-		typ := &regPauseType{BlockingFetchFunc: func(o FetchOptions, r Request) (FetchResult, error) {
-			regRecord(&log, o, r)
+		gate, open := newGate(t)
+		c, release := bubble(t)
+		var log fetchLog
+		typ := &pauseType{BlockingFetchFunc: func(o FetchOptions, r Request) (FetchResult, error) {
+			log.add(o, r)
 			switch o.MinIndex {
 			case 0:
 				return FetchResult{Value: "v5", Index: 5}, nil
@@ -588,17 +585,17 @@ func TestRegression5793_NoStall(t *testing.T) {
 			}
 		}}
 		c.RegisterType("t", typ, nil)
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 
 		// A blocking Get starts the fetch that will bring index 6.
-		first := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
-		cacheRequireBlocked(t, first)
+		first := goGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
+		requireBlocked(t, first)
 
 		// A second one stops after it loaded the entry's result: its first
 		// SupportsBlocking call is the check for a hit at first sight, its
 		// second the same check on the result it will wait on.
 		paused, resume := typ.arm(t, 2)
-		second := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
+		second := goGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
 		synctest.Wait()
 		select {
 		case <-paused:
@@ -607,12 +604,12 @@ func TestRegression5793_NoStall(t *testing.T) {
 		}
 
 		open() // index 6 is published while the second Get looks away
-		r := cacheRequireReturned(t, first)
+		r := requireReturned(t, first)
 		require.Equal(t, "v6", r.Value)
 
 		start := time.Now()
 		resume()
-		r = cacheRequireReturned(t, second)
+		r = requireReturned(t, second)
 		require.NoError(t, r.Err)
 		require.Equal(t, "v6", r.Value)
 		require.Equal(t, ResultMeta{Index: 6}, r.Meta)
@@ -635,25 +632,25 @@ func TestRegression5793_NoStall(t *testing.T) {
 func TestRegression12048_RevalidateNotBehindBlockingQuery(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		sideGate, openSide := regGate(t)
-		c, release := cacheBubble(t)
-		var log cacheFetchLog
+		sideGate, openSide := newGate(t)
+		c, release := bubble(t)
+		var log fetchLog
 		var sides, sidesInFlight, maxSidesInFlight atomic.Int32
 		c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
-			regRecord(&log, o, r)
+			log.add(o, r)
 			switch {
 			case o.LastResult == nil: // the first fetch
 				return FetchResult{Value: "v5", Index: 5}, nil
 			case o.MinIndex == 0: // a revalidation
 				n := sides.Add(1)
-				regRaise(&maxSidesInFlight, sidesInFlight.Add(1))
+				raiseMax(&maxSidesInFlight, sidesInFlight.Add(1))
 				defer sidesInFlight.Add(-1)
 				if n == 1 {
 					<-sideGate
 				}
 				return FetchResult{Value: fmt.Sprint("fresh", n), Index: 5}, nil
 			case o.MinIndex == 5: // the blocking query: 10 minutes to a change
-				regSleep(10*time.Minute, release)()
+				sleeping(10*time.Minute, release)()
 				return FetchResult{Value: "v6", Index: 6}, nil
 			default:
 				<-release
@@ -663,41 +660,41 @@ func TestRegression12048_RevalidateNotBehindBlockingQuery(t *testing.T) {
 		revalidate := RequestInfo{Key: "k", MustRevalidate: true}
 		maxAge := RequestInfo{Key: "k", MaxAge: 30 * time.Second}
 
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		time.Sleep(time.Minute) // older than maxAge
 		blockingStart := time.Now()
-		blocking := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
-		cacheRequireBlocked(t, blocking)
+		blocking := goGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
+		requireBlocked(t, blocking)
 		require.Equal(t, 2, log.count())
 
 		// Concurrent revalidations share one fetch.
 		start := time.Now()
-		var chs []<-chan cacheGetResult
+		var chs []<-chan getResult
 		for _, info := range []RequestInfo{revalidate, maxAge, revalidate, maxAge} {
-			chs = append(chs, cacheGoGet(c, "t", info))
+			chs = append(chs, goGet(c, "t", info))
 		}
 		synctest.Wait()
 		require.Equal(t, int32(1), sides.Load(), "one revalidation for all")
 		openSide()
 		for i, ch := range chs {
-			r := cacheRequireReturned(t, ch)
+			r := requireReturned(t, ch)
 			require.NoError(t, r.Err, "Get %d", i)
 			require.Equal(t, "fresh1", r.Value, "Get %d", i)
 			require.Equal(t, ResultMeta{Index: 5}, r.Meta, "Get %d", i)
 		}
 		require.Zero(t, time.Since(start), "in the same instant")
-		cacheRequireBlocked(t, blocking)
+		requireBlocked(t, blocking)
 
 		// One at a time, each revalidates at once.
 		time.Sleep(time.Minute) // fresh1 is older than maxAge
 		start = time.Now()
-		v, meta := cacheGet(t, c, "t", maxAge)
+		v, meta := requireGet(t, c, "t", maxAge)
 		require.Equal(t, "fresh2", v)
 		require.Equal(t, ResultMeta{Index: 5}, meta)
-		v, _ = cacheGet(t, c, "t", revalidate)
+		v, _ = requireGet(t, c, "t", revalidate)
 		require.Equal(t, "fresh3", v)
 		require.Zero(t, time.Since(start), "in the same instant")
-		cacheRequireBlocked(t, blocking)
+		requireBlocked(t, blocking)
 
 		require.Equal(t, int32(1), maxSidesInFlight.Load())
 		require.Equal(t, 5, log.count())
@@ -729,28 +726,28 @@ func TestRegression12048_RevalidateNotBehindBlockingQuery(t *testing.T) {
 func TestRegression_IndexResetGet(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		gate, open := regGate(t)
-		c, release := cacheBubble(t)
+		gate, open := newGate(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v10", Index: 10}, nil).Once()
-		log.on(typ, cacheUntil(gate), FetchResult{Value: "v3", Index: 3}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(gate), FetchResult{Value: "v3", Index: 3}, nil).Once()
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, nil)
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 
-		ch := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 10})
-		cacheRequireBlocked(t, ch)
+		ch := goGet(c, "t", RequestInfo{Key: "k", MinIndex: 10})
+		requireBlocked(t, ch)
 		start := time.Now()
 		open()
-		r := cacheRequireReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.NoError(t, r.Err)
 		require.Equal(t, "v3", r.Value)
 		require.Equal(t, ResultMeta{Index: 3}, r.Meta)
 		require.Zero(t, time.Since(start))
 		require.Equal(t, 2, log.count(), "no fetch waiting for the index to pass 10 again")
 
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "v3", v)
 		require.Equal(t, ResultMeta{Hit: true, Index: 3}, meta)
 	})
@@ -770,25 +767,25 @@ func TestRegression_IndexResetGet(t *testing.T) {
 func TestRegression6521_NotifyRecoversAfterFirstError(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{}, errors.New("no cluster leader")).Once()
 		log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		ch := make(chan UpdateEvent, 10)
 		require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k"}, "id", ch))
 
-		ev := notifyRecv(t, ch, time.Minute)
+		ev := recvEvent(t, ch, time.Minute)
 		require.Equal(t, "id", ev.CorrelationID)
 		require.EqualError(t, ev.Err, "no cluster leader")
 		require.Nil(t, ev.Result)
-		ev = notifyRecv(t, ch, time.Minute)
+		ev = recvEvent(t, ch, time.Minute)
 		require.Equal(t, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 1}}, ev)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 
 		require.Equal(t, 3, log.count())
 		require.Zero(t, log.opt(1).MinIndex, "after the error the fetch does not block")
@@ -809,32 +806,32 @@ func TestRegression6521_NotifyRecoversAfterFirstError(t *testing.T) {
 func TestRegression8092_NotifyCancelDuringBlockingFetch(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		gate, open := regGate(t)
-		c, _ := cacheBubble(t)
+		gate, open := newGate(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
-		log.on(typ, cacheUntil(gate), FetchResult{Value: "v2", Index: 2}, nil).Once()
+		log.on(typ, waitingFor(gate), FetchResult{Value: "v2", Index: 2}, nil).Once()
 		c.RegisterType("t", typ, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		ch := make(chan UpdateEvent, 10)
 		require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k"}, "id", ch))
-		require.Equal(t, "v1", notifyRecv(t, ch, time.Second).Result)
+		require.Equal(t, "v1", recvEvent(t, ch, time.Second).Result)
 		time.Sleep(time.Minute)
 		require.Equal(t, 2, log.count(), "the watch waits for a blocking fetch")
-		require.Equal(t, 1, regWatches(t))
+		require.Equal(t, 1, liveWatches(t))
 
 		start := time.Now()
 		cancel()
 		synctest.Wait()
-		require.Zero(t, regWatches(t), "the watch ended while its fetch is in flight")
+		require.Zero(t, liveWatches(t), "the watch ended while its fetch is in flight")
 		require.Zero(t, time.Since(start))
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 
 		open() // the fetch answers; nobody is left to hear it
 		synctest.Wait()
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		require.Equal(t, 2, log.count())
 	})
 }
@@ -849,13 +846,13 @@ func TestRegression8092_NotifyCancelDuringBlockingFetch(t *testing.T) {
 func TestRegression_IndexResetNotify(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v10", Index: 10}, nil).Once()
-		log.on(typ, regSleep(time.Minute, release), FetchResult{Value: "v3", Index: 3}, nil).Once()
-		log.on(typ, regSleep(time.Minute, release), FetchResult{Value: "v4", Index: 4}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, sleeping(time.Minute, release), FetchResult{Value: "v3", Index: 3}, nil).Once()
+		log.on(typ, sleeping(time.Minute, release), FetchResult{Value: "v4", Index: 4}, nil).Once()
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -866,10 +863,10 @@ func TestRegression_IndexResetNotify(t *testing.T) {
 			value string
 			index uint64
 		}{{"v10", 10}, {"v3", 3}, {"v4", 4}} {
-			ev := notifyRecv(t, ch, 2*time.Minute)
+			ev := recvEvent(t, ch, 2*time.Minute)
 			require.Equal(t, UpdateEvent{CorrelationID: "id", Result: want.value, Meta: ResultMeta{Index: want.index}}, ev)
 		}
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		var minIndexes []uint64
 		for i := 0; i < log.count(); i++ {
 			minIndexes = append(minIndexes, log.opt(i).MinIndex)
@@ -892,14 +889,14 @@ func TestRegression_PollingNotifyDeliversErrors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const failures = 6
 		var calls int
-		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, false, func(FetchOptions) (FetchResult, error) {
 			calls++
 			if calls <= failures {
 				return FetchResult{}, fmt.Errorf("down %d", calls)
 			}
 			return FetchResult{Value: "v", Index: 3}, nil
 		})
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		c.RegisterType("t", typ, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -907,17 +904,17 @@ func TestRegression_PollingNotifyDeliversErrors(t *testing.T) {
 		require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k", MaxAge: 10 * time.Second}, "id", ch))
 
 		for i := 1; i <= failures; i++ {
-			ev := notifyRecv(t, ch, 2*CacheRefreshMaxWait)
+			ev := recvEvent(t, ch, 2*CacheRefreshMaxWait)
 			require.Equal(t, "id", ev.CorrelationID)
 			require.EqualError(t, ev.Err, fmt.Sprint("down ", i))
 			require.Nil(t, ev.Result)
 		}
-		ev := notifyRecv(t, ch, 2*CacheRefreshMaxWait)
+		ev := recvEvent(t, ch, 2*CacheRefreshMaxWait)
 		require.Equal(t, UpdateEvent{CorrelationID: "id", Result: "v", Meta: ResultMeta{Index: 3}}, ev)
-		regRequireBackOff(t, times()[:failures+1], 0)
+		requireBackOff(t, times()[:failures+1], 0)
 
 		time.Sleep(time.Minute) // polls that find the value unchanged
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		cancel()
 	})
 }
@@ -940,14 +937,14 @@ func TestRegression_PollingNotifyDeliversErrors(t *testing.T) {
 func TestRegression23368_RefreshNotTiedToCallerContext(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
-		var log cacheFetchLog
+		c, release := bubble(t)
+		var log fetchLog
 		var mu sync.Mutex
 		var ctxErrs []error
-		c.RegisterType("t", regContextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
-			regRecord(&log, o, r)
+		c.RegisterType("t", contextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
+			log.add(o, r)
 			if o.MinIndex == 0 {
-				regSleep(5*time.Second, release)()
+				sleeping(5*time.Second, release)()
 			}
 			mu.Lock()
 			ctxErrs = append(ctxErrs, ctx.Err())
@@ -968,7 +965,7 @@ func TestRegression23368_RefreshNotTiedToCallerContext(t *testing.T) {
 		mu.Lock()
 		require.Equal(t, make([]error, 11), ctxErrs, "no fetch saw its context done")
 		mu.Unlock()
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, uint64(11), v)
 		require.Equal(t, ResultMeta{Hit: true, Index: 11}, meta)
 	})
@@ -988,27 +985,27 @@ func TestRegression_BypassHonoursTimeout(t *testing.T) {
 
 	t.Run("Timeout", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			typ := TestType(t)
-			var log cacheFetchLog
-			log.on(typ, cacheUntil(release), FetchResult{Value: "late", Index: 9}, nil)
+			var log fetchLog
+			log.on(typ, waitingFor(release), FetchResult{Value: "late", Index: 9}, nil)
 			c.RegisterType("t", typ, nil)
 
-			r := regReturnsAfter(t, cacheGoGet(c, "t", RequestInfo{Timeout: time.Second}), time.Second)
-			require.Equal(t, cacheGetResult{}, r, "no value, no meta, no error")
+			r := requireReturnedAfter(t, goGet(c, "t", RequestInfo{Timeout: time.Second}), time.Second)
+			require.Equal(t, getResult{}, r, "no value, no meta, no error")
 			require.Equal(t, 1, log.count())
 		})
 	})
 
 	t.Run("FetchContext", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			type abandon struct {
 				at  time.Time
 				err error
 			}
 			abandoned := make(chan abandon, 3)
-			c.RegisterType("t", regContextType{fetch: func(ctx context.Context, _ FetchOptions, _ Request) (FetchResult, error) {
+			c.RegisterType("t", contextType{fetch: func(ctx context.Context, _ FetchOptions, _ Request) (FetchResult, error) {
 				select {
 				case <-ctx.Done():
 				case <-release: // never cancelled: end with the test
@@ -1030,21 +1027,21 @@ func TestRegression_BypassHonoursTimeout(t *testing.T) {
 			}
 
 			start := time.Now()
-			r := regReturnsAfter(t, cacheGoGet(c, "t", RequestInfo{Timeout: time.Second}), time.Second)
-			require.Equal(t, cacheGetResult{}, r, "no value, no meta, no error")
+			r := requireReturnedAfter(t, goGet(c, "t", RequestInfo{Timeout: time.Second}), time.Second)
+			require.Equal(t, getResult{}, r, "no value, no meta, no error")
 			requireAbandoned(start.Add(time.Second))
 
 			ctx, cancel := context.WithCancel(context.Background())
 			time.AfterFunc(5*time.Second, cancel)
 			start = time.Now()
-			r = regReturnsAfter(t, regGoGetContext(ctx, c, "t", RequestInfo{}), 5*time.Second)
+			r = requireReturnedAfter(t, goGetContext(ctx, c, "t", RequestInfo{}), 5*time.Second)
 			require.ErrorIs(t, r.Err, context.Canceled)
 			require.Nil(t, r.Value)
 			require.Equal(t, ResultMeta{}, r.Meta)
 			requireAbandoned(start.Add(5 * time.Second))
 
 			start = time.Now()
-			r = cacheRequireReturned(t, regGoGetContext(ctx, c, "t", RequestInfo{})) // already cancelled
+			r = requireReturned(t, goGetContext(ctx, c, "t", RequestInfo{})) // already cancelled
 			require.ErrorIs(t, r.Err, context.Canceled)
 			require.Zero(t, time.Since(start))
 			requireAbandoned(start)
@@ -1057,11 +1054,11 @@ func TestRegression_BypassHonoursTimeout(t *testing.T) {
 	// context with it.
 	t.Run("Close", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			var fetches atomic.Int32
 			abandoned := make(chan error, 1)
 			gate := make(chan struct{})
-			c.RegisterType("t", regContextType{fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
+			c.RegisterType("t", contextType{fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
 				fetches.Add(1)
 				select {
 				case <-ctx.Done():
@@ -1074,13 +1071,13 @@ func TestRegression_BypassHonoursTimeout(t *testing.T) {
 				return FetchResult{}, ctx.Err()
 			}}, nil)
 
-			value := cacheGoGet(c, "t", RequestInfo{})
-			change := cacheGoGet(c, "t", RequestInfo{MinIndex: 1})
-			cacheRequireBlocked(t, value)
-			cacheRequireBlocked(t, change)
+			value := goGet(c, "t", RequestInfo{})
+			change := goGet(c, "t", RequestInfo{MinIndex: 1})
+			requireBlocked(t, value)
+			requireBlocked(t, change)
 			start := time.Now()
 			require.NoError(t, c.Close())
-			r := cacheRequireReturned(t, change)
+			r := requireReturned(t, change)
 			require.ErrorIs(t, r.Err, ErrClosed)
 			require.Nil(t, r.Value)
 			require.Zero(t, time.Since(start))
@@ -1090,9 +1087,9 @@ func TestRegression_BypassHonoursTimeout(t *testing.T) {
 			default:
 				t.Fatal("the blocking fetch's context is not done after Close")
 			}
-			cacheRequireBlocked(t, value)
+			requireBlocked(t, value)
 			close(gate)
-			r = cacheRequireReturned(t, value)
+			r = requireReturned(t, value)
 			require.NoError(t, r.Err)
 			require.Equal(t, "v", r.Value, "the Get in flight gets its fetch's result")
 
@@ -1124,12 +1121,12 @@ func TestRegression_KeyCollisions(t *testing.T) {
 		c.RegisterType(name, FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
 			fetches.Add(1)
 			i := r.CacheInfo()
-			return FetchResult{Value: cachePartition{name, i.Datacenter, i.Token, i.Key}, Index: 1}, nil
+			return FetchResult{Value: fetchedPartition{name, i.Datacenter, i.Token, i.Key}, Index: 1}, nil
 		}), nil)
 	}
 	// Each group is one entry under a key made by joining the fields with
 	// "/" (or, for the last, with NUL bytes).
-	groups := [][]cachePartition{
+	groups := [][]fetchedPartition{
 		{{"t", "a/b", "c", "k"}, {"t", "a", "b/c", "k"}, {"t", "a", "b", "c/k"}},
 		{{"a/b", "c", "tok", "k"}, {"a", "b/c", "tok", "k"}, {"a", "b", "c/tok", "k"}},
 		{{"t", "", "a/b", "k"}, {"t", "", "a", "b/k"}, {"t", "/a", "b", "k"}},
@@ -1140,7 +1137,7 @@ func TestRegression_KeyCollisions(t *testing.T) {
 	for round := 0; round < 2; round++ {
 		for _, group := range groups {
 			for _, p := range group {
-				v, meta := cacheGet(t, c, p.Type, RequestInfo{Datacenter: p.DC, Token: p.Token, Key: p.Key})
+				v, meta := requireGet(t, c, p.Type, RequestInfo{Datacenter: p.DC, Token: p.Token, Key: p.Key})
 				require.Equal(t, p, v, "round %d", round)
 				require.Equal(t, round == 1, meta.Hit, "round %d: %+v", round, p)
 				if round == 0 {
@@ -1162,13 +1159,13 @@ func TestRegression_KeyCollisions(t *testing.T) {
 func TestRegression_RegisterTypeCopiesOptions(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var plainLog, refreshLog cacheFetchLog
+		c, _ := bubble(t)
+		var plainLog, refreshLog fetchLog
 		plainOpts := &RegisterOptions{}
-		c.RegisterType("plain", cacheIndexType(t, &plainLog), plainOpts)
+		c.RegisterType("plain", indexType(t, &plainLog), plainOpts)
 		refreshed := RegisterOptions{Refresh: true, RefreshTimer: time.Minute, LastGetTTL: 10*time.Minute + 30*time.Second}
 		refreshOpts := &refreshed
-		c.RegisterType("refresh", cacheIndexType(t, &refreshLog), refreshOpts)
+		c.RegisterType("refresh", indexType(t, &refreshLog), refreshOpts)
 		require.Equal(t, RegisterOptions{}, *plainOpts, "no default written")
 		require.Equal(t, RegisterOptions{Refresh: true, RefreshTimer: time.Minute, LastGetTTL: 10*time.Minute + 30*time.Second}, *refreshOpts)
 
@@ -1176,15 +1173,15 @@ func TestRegression_RegisterTypeCopiesOptions(t *testing.T) {
 		*plainOpts = RegisterOptions{Refresh: true, RefreshTimer: time.Second, LastGetTTL: time.Minute}
 		*refreshOpts = RegisterOptions{}
 
-		cacheGet(t, c, "plain", RequestInfo{Key: "k"})
-		cacheGet(t, c, "refresh", RequestInfo{Key: "k"})
+		requireGet(t, c, "plain", RequestInfo{Key: "k"})
+		requireGet(t, c, "refresh", RequestInfo{Key: "k"})
 		time.Sleep(time.Hour)
 
-		_, meta := cacheGet(t, c, "plain", RequestInfo{Key: "k"})
+		_, meta := requireGet(t, c, "plain", RequestInfo{Key: "k"})
 		require.True(t, meta.Hit, "still the 72h default TTL")
 		require.Equal(t, 1, plainLog.count(), "still no refresh")
 		require.Equal(t, 11, refreshLog.count(), "refreshed every minute until evicted at 10m30s")
-		_, meta = cacheGet(t, c, "refresh", RequestInfo{Key: "k"})
+		_, meta = requireGet(t, c, "refresh", RequestInfo{Key: "k"})
 		require.False(t, meta.Hit, "evicted after its own LastGetTTL")
 	})
 }
@@ -1207,9 +1204,9 @@ func TestRegression_BadInput(t *testing.T) {
 
 	t.Run("Requests", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
-			var log cacheFetchLog
-			c.RegisterType("t", cacheIndexType(t, &log), nil)
+			c, _ := bubble(t)
+			var log fetchLog
+			c.RegisterType("t", indexType(t, &log), nil)
 			ctx := t.Context()
 			ch := make(chan UpdateEvent, 1)
 
@@ -1241,7 +1238,7 @@ func TestRegression_BadInput(t *testing.T) {
 
 			synctest.Wait()
 			require.Zero(t, log.count(), "nothing was fetched")
-			require.Zero(t, regWatches(t), "no watch started")
+			require.Zero(t, liveWatches(t), "no watch started")
 			require.Empty(t, ch)
 		})
 	})
@@ -1261,7 +1258,7 @@ func TestRegression_BadInput(t *testing.T) {
 			{"x", typ, &RegisterOptions{RefreshTimer: -time.Second}, "negative"},
 			{"x", typ, &RegisterOptions{Refresh: true, RefreshTimeout: -time.Second}, "negative"},
 		} {
-			v := regPanicValue(func() { c.RegisterType(tc.name, tc.typ, tc.opts) })
+			v := panicValue(func() { c.RegisterType(tc.name, tc.typ, tc.opts) })
 			require.NotNil(t, v, "RegisterType(%q, %v, %+v) did not panic", tc.name, tc.typ, tc.opts)
 			require.Contains(t, fmt.Sprint(v), tc.want)
 		}
@@ -1273,20 +1270,20 @@ func TestRegression_BadInput(t *testing.T) {
 
 	t.Run("ReRegister", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
+			c, _ := bubble(t)
 			a := TestType(t)
 			a.Static(FetchResult{Value: "a", Index: 1}, nil)
 			b := TestType(t)
 			b.Static(FetchResult{Value: "b", Index: 2}, nil)
 
 			c.RegisterType("t", a, nil)
-			v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			v, _ := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, "a", v)
 			c.RegisterType("t", b, nil)
-			v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, "a", v)
 			require.Equal(t, ResultMeta{Hit: true, Index: 1}, meta, "the cached value is still served")
-			v, meta = cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 1})
+			v, meta = requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 1})
 			require.Equal(t, "b", v, "the next fetch uses the new Type")
 			require.Equal(t, ResultMeta{Index: 2}, meta)
 			a.AssertNumberOfCalls(t, "Fetch", 1)
@@ -1296,21 +1293,21 @@ func TestRegression_BadInput(t *testing.T) {
 
 	t.Run("ReRegisterOptions", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
+			c, _ := bubble(t)
 			a := TestType(t)
 			a.Static(FetchResult{Value: "a", Index: 1}, nil)
 			c.RegisterType("t", a, nil)
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 			time.Sleep(time.Minute)
-			_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			_, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, ResultMeta{Hit: true, Index: 1, Age: time.Minute}, meta)
 			c.RegisterType("t", a, &RegisterOptions{Refresh: true, RefreshTimer: time.Hour})
-			_, meta = cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			_, meta = requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, ResultMeta{Hit: true, Index: 1, Age: time.Minute}, meta,
 				"a hit follows the new registration: not refreshed yet, the value has its age")
 			synctest.Wait()
 			a.AssertNumberOfCalls(t, "Fetch", 2) // the hit started the refresh
-			_, meta = cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			_, meta = requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, ResultMeta{Hit: true, Index: 1}, meta, "in contact, a refreshed value has no age")
 		})
 	})
@@ -1327,15 +1324,15 @@ func TestRegression_BadInput(t *testing.T) {
 // The seed called Fetch in a bare goroutine, so one panicking Type took the
 // whole agent down.
 func TestRegression_PanickingFetch(t *testing.T) {
-	sink := cacheInstallSink(t) // metrics: not parallel
+	sink := installSink(t) // metrics: not parallel
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		c.RegisterType("panic_once", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 			panic("kaboom 42")
 		}), nil)
-		var log cacheFetchLog
+		var log fetchLog
 		c.RegisterType("panic_refresh", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
-			regRecord(&log, o, r)
+			log.add(o, r)
 			panic(fmt.Errorf("assignment to entry in nil map %d", 7))
 		}), &RegisterOptions{Refresh: true})
 
@@ -1354,7 +1351,7 @@ func TestRegression_PanickingFetch(t *testing.T) {
 		synctest.Wait()
 		times := log.startTimes()
 		require.GreaterOrEqual(t, len(times), 10, "the refresh went on")
-		regRequireBackOff(t, times, 0)
+		requireBackOff(t, times, 0)
 
 		n := len(times)
 		for name, want := range map[string]int{
@@ -1365,7 +1362,7 @@ func TestRegression_PanickingFetch(t *testing.T) {
 			"consul.cache.panic_refresh.fetch_error": n,
 			"consul.cache.panic_refresh.fetch_panic": n,
 		} {
-			require.Equal(t, want, cacheCounter(sink, name), name)
+			require.Equal(t, want, sinkCounter(sink, name), name)
 		}
 	})
 }
@@ -1387,8 +1384,8 @@ func TestRegression_PanickingFetch(t *testing.T) {
 func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
 	t.Parallel()
 	// ctxType fetches "v" once gate is closed, or fails with its context.
-	ctxType := func(gate <-chan struct{}, cancelled *atomic.Int32) regContextType {
-		return regContextType{fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
+	ctxType := func(gate <-chan struct{}, cancelled *atomic.Int32) contextType {
+		return contextType{fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
 			select {
 			case <-gate:
 				return FetchResult{Value: "v", Index: o.MinIndex + 1}, nil
@@ -1401,30 +1398,30 @@ func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
 
 	t.Run("FirstFetch", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
+			c, _ := bubble(t)
 			gate := make(chan struct{})
 			var cancelled atomic.Int32
 			c.RegisterType("t", ctxType(gate, &cancelled), nil)
-			plain := cacheGoGet(c, "t", RequestInfo{Key: "k"})
-			timed := cacheGoGet(c, "t", RequestInfo{Key: "k", Timeout: time.Minute})
+			plain := goGet(c, "t", RequestInfo{Key: "k"})
+			timed := goGet(c, "t", RequestInfo{Key: "k", Timeout: time.Minute})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			withCtx := regGoGetContext(ctx, c, "t", RequestInfo{Key: "k"})
-			cacheRequireBlocked(t, plain)
-			cacheRequireBlocked(t, timed)
-			cacheRequireBlocked(t, withCtx)
+			withCtx := goGetContext(ctx, c, "t", RequestInfo{Key: "k"})
+			requireBlocked(t, plain)
+			requireBlocked(t, timed)
+			requireBlocked(t, withCtx)
 
 			require.NoError(t, c.Close())
-			cacheRequireBlocked(t, plain)
-			cacheRequireBlocked(t, timed)
-			cacheRequireBlocked(t, withCtx)
+			requireBlocked(t, plain)
+			requireBlocked(t, timed)
+			requireBlocked(t, withCtx)
 			v, _, err := c.Get("t", RequestInfo{Key: "other"})
 			require.ErrorIs(t, err, ErrClosed, "nothing new starts")
 			require.Nil(t, v)
 
 			close(gate)
-			for _, ch := range []<-chan cacheGetResult{plain, timed, withCtx} {
-				r := cacheRequireReturned(t, ch)
+			for _, ch := range []<-chan getResult{plain, timed, withCtx} {
+				r := requireReturned(t, ch)
 				require.NoError(t, r.Err)
 				require.Equal(t, "v", r.Value)
 			}
@@ -1438,11 +1435,11 @@ func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
 
 	t.Run("TimeoutStillApplies", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			var cancelled atomic.Int32
 			c.RegisterType("t", ctxType(release, &cancelled), nil)
-			timed := cacheGoGet(c, "t", RequestInfo{Key: "k", Timeout: time.Minute})
-			cacheRequireBlocked(t, timed)
+			timed := goGet(c, "t", RequestInfo{Key: "k", Timeout: time.Minute})
+			requireBlocked(t, timed)
 			require.NoError(t, c.Close())
 			start := time.Now()
 			r := <-timed
@@ -1456,7 +1453,7 @@ func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
 
 	t.Run("RetryAfterError", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
+			c, _ := bubble(t)
 			gate := make(chan struct{})
 			var calls atomic.Int32
 			c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
@@ -1468,12 +1465,12 @@ func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
 			}), nil)
 			_, _, err := c.Get("t", RequestInfo{Key: "k"})
 			require.EqualError(t, err, "down")
-			retry := cacheGoGet(c, "t", RequestInfo{Key: "k"})
-			cacheRequireBlocked(t, retry)
+			retry := goGet(c, "t", RequestInfo{Key: "k"})
+			requireBlocked(t, retry)
 			require.NoError(t, c.Close())
-			cacheRequireBlocked(t, retry)
+			requireBlocked(t, retry)
 			close(gate)
-			r := cacheRequireReturned(t, retry)
+			r := requireReturned(t, retry)
 			require.NoError(t, r.Err)
 			require.Equal(t, "v", r.Value)
 		})
@@ -1481,7 +1478,7 @@ func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
 
 	t.Run("Revalidation", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
+			c, _ := bubble(t)
 			gate := make(chan struct{})
 			var calls atomic.Int32
 			c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
@@ -1490,14 +1487,14 @@ func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
 				}
 				return FetchResult{Value: calls.Load(), Index: uint64(calls.Load())}, nil
 			}), nil)
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 			time.Sleep(time.Minute)
-			fresh := cacheGoGet(c, "t", RequestInfo{Key: "k", MaxAge: time.Second})
-			cacheRequireBlocked(t, fresh)
+			fresh := goGet(c, "t", RequestInfo{Key: "k", MaxAge: time.Second})
+			requireBlocked(t, fresh)
 			require.NoError(t, c.Close())
-			cacheRequireBlocked(t, fresh)
+			requireBlocked(t, fresh)
 			close(gate)
-			r := cacheRequireReturned(t, fresh)
+			r := requireReturned(t, fresh)
 			require.NoError(t, r.Err)
 			require.Equal(t, int32(2), r.Value)
 		})
@@ -1508,19 +1505,19 @@ func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
 	t.Run("ChangeWaiterGetsErrClosed", func(t *testing.T) {
 		for range 50 {
 			synctest.Test(t, func(t *testing.T) {
-				c, _ := cacheBubble(t)
-				c.RegisterType("t", regContextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
+				c, _ := bubble(t)
+				c.RegisterType("t", contextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
 					if o.MinIndex == 0 {
 						return FetchResult{Value: "v", Index: 1}, nil
 					}
 					<-ctx.Done()
 					return FetchResult{}, ctx.Err()
 				}}, nil)
-				cacheGet(t, c, "t", RequestInfo{Key: "k"})
-				change := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 1})
-				cacheRequireBlocked(t, change)
+				requireGet(t, c, "t", RequestInfo{Key: "k"})
+				change := goGet(c, "t", RequestInfo{Key: "k", MinIndex: 1})
+				requireBlocked(t, change)
 				require.NoError(t, c.Close())
-				r := cacheRequireReturned(t, change)
+				r := requireReturned(t, change)
 				require.ErrorIs(t, r.Err, ErrClosed)
 				require.Equal(t, "v", r.Value)
 			})
@@ -1529,30 +1526,30 @@ func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
 
 	t.Run("UnneededFetchesCancelled", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			var cancelled atomic.Int32
 			refreshed := ctxType(release, &cancelled)
 			first := true
-			c.RegisterType("t", regContextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
+			c.RegisterType("t", contextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
 				if first {
 					first = false
 					return FetchResult{Value: "v", Index: 1}, nil
 				}
 				return refreshed.fetch(ctx, o, r)
 			}}, &RegisterOptions{Refresh: true})
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			ch := make(chan UpdateEvent, 4)
 			require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k"}, "id", ch))
-			require.Equal(t, "v", notifyRecv(t, ch, time.Second).Result)
+			require.Equal(t, "v", recvEvent(t, ch, time.Second).Result)
 			synctest.Wait()
 			require.Zero(t, cancelled.Load())
 
 			require.NoError(t, c.Close())
 			synctest.Wait()
 			require.Equal(t, int32(1), cancelled.Load(), "the refresh (and the watch's wait on it) was cancelled")
-			require.Zero(t, regWatches(t), "the watch ended")
+			require.Zero(t, liveWatches(t), "the watch ended")
 		})
 	})
 }
@@ -1569,7 +1566,7 @@ func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
 func TestRegression_EmptyResultsBackOff(t *testing.T) {
 	t.Parallel()
 	setup := func(t *testing.T, blocking bool) (*Cache, *atomic.Int32) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		var calls atomic.Int32
 		fetch := func(o FetchOptions, _ Request) (FetchResult, error) {
 			time.Sleep(2 * time.Millisecond)
@@ -1589,7 +1586,7 @@ func TestRegression_EmptyResultsBackOff(t *testing.T) {
 	t.Run("BlockingGetOnValue", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			c, calls := setup(t, true)
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 			v, meta, err := c.Get("t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 500 * time.Millisecond})
 			require.NoError(t, err)
 			require.Equal(t, "v", v)
@@ -1639,7 +1636,7 @@ func TestRegression_StoppedRefreshNoErrorToPlainGet(t *testing.T) {
 	t.Run("LoopRanAhead", func(t *testing.T) {
 		for range 50 {
 			synctest.Test(t, func(t *testing.T) {
-				c, _ := cacheBubble(t)
+				c, _ := bubble(t)
 				var calls atomic.Int32
 				c.RegisterType("t", BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 					switch calls.Add(1) {
@@ -1659,7 +1656,7 @@ func TestRegression_StoppedRefreshNoErrorToPlainGet(t *testing.T) {
 
 	t.Run("Restart", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
+			c, _ := bubble(t)
 			var calls atomic.Int32
 			c.RegisterType("t", BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 				if calls.Add(1) == 1 {
@@ -1667,7 +1664,7 @@ func TestRegression_StoppedRefreshNoErrorToPlainGet(t *testing.T) {
 				}
 				return FetchResult{}, terminal
 			}), &RegisterOptions{Refresh: true})
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 			synctest.Wait()
 			require.Equal(t, int32(2), calls.Load(), "the refresh stopped")
 
@@ -1694,7 +1691,7 @@ func TestRegression_RefreshWithoutLoop(t *testing.T) {
 
 	t.Run("ReRegistered", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			var index atomic.Uint64
 			index.Store(1)
 			typ := BlockingFetchFunc(func(o FetchOptions, _ Request) (FetchResult, error) {
@@ -1707,16 +1704,16 @@ func TestRegression_RefreshWithoutLoop(t *testing.T) {
 				return FetchResult{Value: index.Load(), Index: index.Load()}, nil
 			})
 			c.RegisterType("t", typ, nil)
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 			time.Sleep(time.Minute)
 			c.RegisterType("t", typ, &RegisterOptions{Refresh: true, RefreshTimeout: time.Hour})
 
-			_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			_, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, ResultMeta{Hit: true, Index: 1, Age: time.Minute}, meta, "not refreshed: the value's age")
 			synctest.Wait() // the refresh blocks on index 1
 			index.Store(2)
 			time.Sleep(2 * time.Hour)
-			v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, uint64(2), v, "refreshed in the background since the last Get")
 			require.Equal(t, ResultMeta{Hit: true, Index: 2}, meta)
 		})
@@ -1724,7 +1721,7 @@ func TestRegression_RefreshWithoutLoop(t *testing.T) {
 
 	t.Run("LoopExited", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
+			c, _ := bubble(t)
 			var calls atomic.Int32
 			c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, _ Request) (FetchResult, error) {
 				switch calls.Add(1) {
@@ -1736,15 +1733,15 @@ func TestRegression_RefreshWithoutLoop(t *testing.T) {
 				time.Sleep(time.Second)
 				return FetchResult{Value: "v3", Index: 3}, nil
 			}), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 			time.Sleep(2 * time.Minute)
 			require.Equal(t, int32(2), calls.Load(), "the refresh exited")
 
-			_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			_, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.True(t, meta.Hit)
 			require.Equal(t, 2*time.Minute, meta.Age, "not refreshed: the value's age")
 			time.Sleep(2 * time.Second)
-			v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, "v3", v, "the hit restarted the refresh")
 			require.Equal(t, ResultMeta{Hit: true, Index: 3}, meta)
 		})
@@ -1773,7 +1770,7 @@ func TestRegression_FirstValueReleased(t *testing.T) {
 		}
 		return FetchResult{Value: &v, State: &v, Index: uint64(n)}, nil
 	}), &RegisterOptions{Refresh: true})
-	cacheGet(t, c, "t", RequestInfo{Key: "k"})
+	requireGet(t, c, "t", RequestInfo{Key: "k"})
 	wp := <-firstValue
 	require.Eventually(t, func() bool { return calls.Load() == 5 }, 10*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool {
@@ -1791,7 +1788,7 @@ func TestRegression_FirstValueReleased(t *testing.T) {
 func TestRegression_FetchContextIsReal(t *testing.T) {
 	c := TestCache(t)
 	during := make(chan int, 1)
-	c.RegisterType("t", regContextType{fetch: func(ctx context.Context, _ FetchOptions, _ Request) (FetchResult, error) {
+	c.RegisterType("t", contextType{fetch: func(ctx context.Context, _ FetchOptions, _ Request) (FetchResult, error) {
 		before := runtime.NumGoroutine()
 		var cancels []context.CancelFunc
 		for range 100 {
@@ -1804,7 +1801,7 @@ func TestRegression_FetchContextIsReal(t *testing.T) {
 		}
 		return FetchResult{Value: "v", Index: 1}, nil
 	}}, nil)
-	cacheGet(t, c, "t", RequestInfo{Key: "k"})
+	requireGet(t, c, "t", RequestInfo{Key: "k"})
 	require.LessOrEqual(t, <-during, 5, "goroutines started by 100 derived contexts")
 }
 
@@ -1815,7 +1812,7 @@ func TestRegression_FetchContextIsReal(t *testing.T) {
 // process from the watch's goroutine.
 func TestRegression_NilContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		var calls atomic.Int32
 		c.RegisterType("t", BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 			calls.Add(1)
@@ -1832,18 +1829,18 @@ func TestRegression_NilContext(t *testing.T) {
 			func(context.Context, UpdateEvent) {}), "nil context")
 		synctest.Wait()
 		require.Zero(t, calls.Load(), "nothing was fetched")
-		require.Zero(t, regWatches(t), "no watch started")
+		require.Zero(t, liveWatches(t), "no watch started")
 	})
 }
 
 // ---------------------------------------------------------------------------
 // Expiry and MaxEntries eviction under one lock.
 
-// rexpFillHeap prepopulates n entries of a type "t" with LastGetTTL ttl,
+// fillHeap prepopulates n entries of a type "t" with LastGetTTL ttl,
 // waits for the expiry loop to settle, and returns them in the order of
 // their keys. It runs in a bubble: the loop then sleeps until time moves,
 // which the test does not let it do, so the test alone works the heap.
-func rexpFillHeap(t *testing.T, c *Cache, n int, ttl time.Duration) []*entry {
+func fillHeap(t *testing.T, c *Cache, n int, ttl time.Duration) []*entry {
 	t.Helper()
 	c.RegisterType("t", TestType(t), &RegisterOptions{LastGetTTL: ttl})
 	es := make([]*entry, n)
@@ -1856,10 +1853,10 @@ func rexpFillHeap(t *testing.T, c *Cache, n int, ttl time.Duration) []*entry {
 	return es
 }
 
-// rexpHeapOps returns what was done to the heap since snap, a copy of the
+// heapOps returns what was done to the heap since snap, a copy of the
 // entries' expiry times: the entries evicted and those re-heaped (each
 // entry, in the tests, is re-heaped at most once). c.expiryMu must be held.
-func rexpHeapOps(snap map[*entry]int64) (ops int) {
+func heapOps(snap map[*entry]int64) (ops int) {
 	for e, exp := range snap {
 		if e.heapIndex < 0 || e.expires != exp {
 			ops++
@@ -1868,9 +1865,9 @@ func rexpHeapOps(snap map[*entry]int64) (ops int) {
 	return ops
 }
 
-// rexpSnapshot returns the expiry time of every entry in the heap.
+// expirySnapshot returns the expiry time of every entry in the heap.
 // c.expiryMu must be held.
-func rexpSnapshot(c *Cache) map[*entry]int64 {
+func expirySnapshot(c *Cache) map[*entry]int64 {
 	snap := make(map[*entry]int64, len(c.expiry))
 	for _, e := range c.expiry {
 		snap[e] = e.expires
@@ -1888,18 +1885,18 @@ func rexpSnapshot(c *Cache) map[*entry]int64 {
 func TestRegression_ExpiryHeadBounded(t *testing.T) {
 	const n, ttl = 8 * evictBatch, time.Hour
 	t.Run("expiry", func(t *testing.T) {
-		synctest.Test(t, func(t *testing.T) { rexpExpiryBounded(t, n, ttl) })
+		synctest.Test(t, func(t *testing.T) { checkExpiryBounded(t, n, ttl) })
 	})
 	t.Run("overflow", func(t *testing.T) {
-		synctest.Test(t, func(t *testing.T) { rexpOverflowBounded(t, n, ttl) })
+		synctest.Test(t, func(t *testing.T) { checkOverflowBounded(t, n, ttl) })
 	})
 }
 
-// rexpExpiryBounded: n entries all due, the even ones hit since they were
+// checkExpiryBounded: n entries all due, the even ones hit since they were
 // queued (and on top), the odd ones idle.
-func rexpExpiryBounded(t *testing.T, n int, ttl time.Duration) {
+func checkExpiryBounded(t *testing.T, n int, ttl time.Duration) {
 	c := TestCache(t)
-	es := rexpFillHeap(t, c, n, ttl)
+	es := fillHeap(t, c, n, ttl)
 	c.expiryMu.Lock()
 	now := c.now()
 	for i, e := range es {
@@ -1919,11 +1916,11 @@ func rexpExpiryBounded(t *testing.T, n int, ttl time.Duration) {
 		calls++
 		require.LessOrEqual(t, calls, 2*n/evictBatch, "the batches finish")
 		c.expiryMu.Lock()
-		snap := rexpSnapshot(c)
+		snap := expirySnapshot(c)
 		c.expiryMu.Unlock()
 		wait, ok := c.expireDue()
 		c.expiryMu.Lock()
-		ops := rexpHeapOps(snap)
+		ops := heapOps(snap)
 		c.expiryMu.Unlock()
 		require.LessOrEqual(t, ops, evictBatch, "heap fixes and evictions in batch %d", calls)
 		if !ok || wait > 0 {
@@ -1936,7 +1933,7 @@ func rexpExpiryBounded(t *testing.T, n int, ttl time.Duration) {
 	require.Equal(t, int64(n/2), c.count.Load())
 	c.expiryMu.Lock()
 	defer c.expiryMu.Unlock()
-	expiryCheckHeap(t, c.expiry)
+	requireHeap(t, c.expiry)
 	for i, e := range es {
 		if i%2 == 0 {
 			require.Equal(t, now+int64(ttl), e.expires, "hit entry %d re-heaped at its true expiry", i)
@@ -1946,12 +1943,12 @@ func rexpExpiryBounded(t *testing.T, n int, ttl time.Duration) {
 	}
 }
 
-// rexpOverflowBounded: n entries, all stale in the heap, entry i truly
+// checkOverflowBounded: n entries, all stale in the heap, entry i truly
 // expiring at now+i, and a bound of n/4: the first 3n/4 must go.
-func rexpOverflowBounded(t *testing.T, n int, ttl time.Duration) {
+func checkOverflowBounded(t *testing.T, n int, ttl time.Duration) {
 	c := TestCache(t)
-	es := rexpFillHeap(t, c, n, ttl)
-	rexpStale(c, es, ttl)
+	es := fillHeap(t, c, n, ttl)
+	makeStale(c, es, ttl)
 	s := *c.settings.Load()
 	s.maxEntries = n / 4
 	c.settings.Store(&s)
@@ -1960,30 +1957,30 @@ func rexpOverflowBounded(t *testing.T, n int, ttl time.Duration) {
 	for calls, more := 1, true; more; calls++ {
 		require.LessOrEqual(t, calls, 2*n/evictBatch, "the batches finish")
 		c.expiryMu.Lock()
-		snap := rexpSnapshot(c)
+		snap := expirySnapshot(c)
 		c.expiryMu.Unlock()
 		more = c.overflowBatch(c.now(), &ev)
 		c.finishEvictions(&ev, c.metrics.evictSize)
 		c.expiryMu.Lock()
-		ops := rexpHeapOps(snap)
+		ops := heapOps(snap)
 		c.expiryMu.Unlock()
 		require.LessOrEqual(t, ops, evictBatch, "heap fixes and evictions in batch %d", calls)
 	}
 	require.Equal(t, int64(n/4), c.count.Load())
-	rexpRequireSoonestEvicted(t, c, es, 3*n/4)
+	requireSoonestEvicted(t, c, es, 3*n/4)
 
 	// evictOverflow itself, in batches, ends with the bound respected.
-	rexpStale(c, es, ttl)
+	makeStale(c, es, ttl)
 	s.maxEntries = n / 8
 	c.settings.Store(&s)
 	c.evictOverflow()
 	require.Equal(t, int64(n/8), c.count.Load())
-	rexpRequireSoonestEvicted(t, c, es, 7*n/8)
+	requireSoonestEvicted(t, c, es, 7*n/8)
 }
 
-// rexpStale makes the expiry times in the heap stale: entry i of es truly
+// makeStale makes the expiry times in the heap stale: entry i of es truly
 // expires at now+i, but is queued as expiring a TTL before now.
-func rexpStale(c *Cache, es []*entry, ttl time.Duration) {
+func makeStale(c *Cache, es []*entry, ttl time.Duration) {
 	c.expiryMu.Lock()
 	defer c.expiryMu.Unlock()
 	now := c.now()
@@ -1994,23 +1991,23 @@ func rexpStale(c *Cache, es []*entry, ttl time.Duration) {
 	heap.Init(&c.expiry)
 }
 
-// rexpRequireSoonestEvicted fails unless exactly the first k of es, the
+// requireSoonestEvicted fails unless exactly the first k of es, the
 // soonest to expire, were evicted, and the heap is sound.
-func rexpRequireSoonestEvicted(t *testing.T, c *Cache, es []*entry, k int) {
+func requireSoonestEvicted(t *testing.T, c *Cache, es []*entry, k int) {
 	t.Helper()
 	c.expiryMu.Lock()
 	defer c.expiryMu.Unlock()
-	expiryCheckHeap(t, c.expiry)
+	requireHeap(t, c.expiry)
 	for i, e := range es {
 		require.Equal(t, i < k, e.evicted, "entry %d evicted", i)
 	}
 }
 
-// rexpReentrantSink is a go-metrics sink that calls into the cache from
+// reentrantSink is a go-metrics sink that calls into the cache from
 // within a metric update, once: on the first increment of the counter
 // named on, or, for on "entries_count", on the first fall of that gauge
 // (an eviction). It sums the counters and keeps the gauge's last value.
-type rexpReentrantSink struct {
+type reentrantSink struct {
 	metrics.BlackholeSink
 	on   string
 	call func()
@@ -2022,7 +2019,7 @@ type rexpReentrantSink struct {
 	gauge    float32
 }
 
-func (s *rexpReentrantSink) IncrCounterWithLabels(key []string, val float32, _ []metrics.Label) {
+func (s *reentrantSink) IncrCounterWithLabels(key []string, val float32, _ []metrics.Label) {
 	name := key[len(key)-1]
 	s.mu.Lock()
 	s.counters[name] += val
@@ -2032,7 +2029,7 @@ func (s *rexpReentrantSink) IncrCounterWithLabels(key []string, val float32, _ [
 	}
 }
 
-func (s *rexpReentrantSink) SetGaugeWithLabels(key []string, val float32, _ []metrics.Label) {
+func (s *reentrantSink) SetGaugeWithLabels(key []string, val float32, _ []metrics.Label) {
 	if key[len(key)-1] != "entries_count" {
 		return
 	}
@@ -2045,7 +2042,7 @@ func (s *rexpReentrantSink) SetGaugeWithLabels(key []string, val float32, _ []me
 	}
 }
 
-func (s *rexpReentrantSink) fire() {
+func (s *reentrantSink) fire() {
 	if s.fired.CompareAndSwap(false, true) {
 		s.call()
 		close(s.done)
@@ -2053,7 +2050,7 @@ func (s *rexpReentrantSink) fire() {
 }
 
 // evicted returns the sum of the eviction counters, and the gauge.
-func (s *rexpReentrantSink) evicted() (n, gauge float32) {
+func (s *reentrantSink) evicted() (n, gauge float32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.counters["evict_expired"] + s.counters["evict_size"], s.gauge
@@ -2082,17 +2079,17 @@ func TestRegression_MetricsOutsideExpiryLock(t *testing.T) {
 		for _, call := range []string{"prepopulate", "get"} {
 			t.Run(fmt.Sprintf("%s/size=%v/%s", tc.on, tc.bySize, call), func(t *testing.T) {
 				t.Parallel()
-				rexpMetricsReentrant(t, tc.on, call, tc.bySize)
+				checkMetricsReentrant(t, tc.on, call, tc.bySize)
 			})
 		}
 	}
 }
 
-// rexpMetricsReentrant runs one case: the sink's callback makes call on
+// checkMetricsReentrant runs one case: the sink's callback makes call on
 // the metric on; entries are evicted by size (MaxEntries 1) if bySize,
 // else by expiry (a TTL of a millisecond).
-func rexpMetricsReentrant(t *testing.T, on, call string, bySize bool) {
-	sink := &rexpReentrantSink{on: on, done: make(chan struct{}), counters: map[string]float32{}}
+func checkMetricsReentrant(t *testing.T, on, call string, bySize bool) {
+	sink := &reentrantSink{on: on, done: make(chan struct{}), counters: map[string]float32{}}
 	cfg := metrics.DefaultConfig("x")
 	cfg.EnableHostname = false
 	cfg.EnableRuntimeMetrics = false
@@ -2128,9 +2125,9 @@ func rexpMetricsReentrant(t *testing.T, on, call string, bySize bool) {
 		}
 		fed <- err
 	}()
-	rexpWait(t, sink.done, "the sink's "+call+" from within "+on)
+	recvWithin(t, sink.done, "the sink's "+call+" from within "+on)
 	require.NoError(t, callErr)
-	require.NoError(t, rexpWait(t, fed, "feeding the cache"))
+	require.NoError(t, recvWithin(t, fed, "feeding the cache"))
 
 	// Every entry created is either still cached or counted once as evicted.
 	deadline := time.Now().Add(20 * time.Second)
@@ -2145,10 +2142,10 @@ func rexpMetricsReentrant(t *testing.T, on, call string, bySize bool) {
 	}
 }
 
-// rexpWait returns what ch gives, failing unless it does within a deadline
+// recvWithin returns what ch gives, failing unless it does within a deadline
 // far beyond what the work takes: a deadlock, here, is a call that never
 // returns.
-func rexpWait[T any](t *testing.T, ch <-chan T, what string) T {
+func recvWithin[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
 	timer := time.NewTimer(20 * time.Second)
 	defer timer.Stop()
@@ -2455,7 +2452,7 @@ func TestRegression_RedactQuotedToken(t *testing.T) {
 		for typ, fail := range fails {
 			t.Run(hname+"/"+typ, func(t *testing.T) {
 				synctest.Test(t, func(t *testing.T) {
-					var buf embLogBuf
+					var buf logBuf
 					c := New(&Options{Logger: slog.New(handler(&buf))})
 					defer c.Close()
 					c.RegisterType(typ, BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
@@ -2468,7 +2465,7 @@ func TestRegression_RedactQuotedToken(t *testing.T) {
 					require.Empty(t, tokenLeaks(token, err.Error()), "Get's error: %s", err)
 					require.Contains(t, err.Error(), redactedText)
 
-					ev := rhFirstEvent(t, c, typ, req)
+					ev := firstEvent(t, c, typ, req)
 					require.Error(t, ev.Err)
 					require.Empty(t, tokenLeaks(token, ev.Err.Error()), "Notify's error: %s", ev.Err)
 
@@ -2482,8 +2479,8 @@ func TestRegression_RedactQuotedToken(t *testing.T) {
 	}
 }
 
-// rhFirstEvent returns the first event of a watch of r.
-func rhFirstEvent(t *testing.T, c *Cache, typ string, r Request) UpdateEvent {
+// firstEvent returns the first event of a watch of r.
+func firstEvent(t *testing.T, c *Cache, typ string, r Request) UpdateEvent {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	ch := make(chan UpdateEvent, 1)
@@ -2504,7 +2501,7 @@ func TestRegression_TestHelpersLikeConsul(t *testing.T) {
 		typ.Static(FetchResult{}, errors.New("rpc error: ACL not found"))
 		c.RegisterType("t", typ, nil)
 
-		ft := &helperT{}
+		ft := &recordingT{}
 		TestCacheGetChResult(ft, TestCacheGetCh(ft, c, "t", TestRequest(t, RequestInfo{Key: "k"})), nil)
 		require.Empty(t, ft.fatals, "a failed Get delivers nil")
 		require.Empty(t, ft.errors)
@@ -2514,4 +2511,67 @@ func TestRegression_TestHelpersLikeConsul(t *testing.T) {
 			TestCacheNotifyChResult(ft, make(chan UpdateEvent))
 		})
 	})
+}
+
+// goGetContext is goGet for GetContext.
+func goGetContext(ctx context.Context, c *Cache, typ string, r Request) <-chan getResult {
+	return goResult(func() (any, ResultMeta, error) { return c.GetContext(ctx, typ, r) })
+}
+
+// contextType adapts a function to a ContextType: the cache must call
+// FetchContext, never Fetch.
+type contextType struct {
+	blocking bool
+	fetch    func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error)
+}
+
+func (rt contextType) Fetch(FetchOptions, Request) (FetchResult, error) {
+	return FetchResult{}, errors.New("cache test: Fetch called on a ContextType")
+}
+
+func (rt contextType) FetchContext(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
+	return rt.fetch(ctx, o, r)
+}
+
+func (rt contextType) SupportsBlocking() bool { return rt.blocking }
+
+// liveWatches returns the number of live Notify watches that the calling
+// goroutine started: goroutines created by Notify or NotifyCallback in it.
+// Unlike synctest.Wait with an idle channel, it tells a watch that ended
+// from one still blocked in a Get.
+func liveWatches(t *testing.T) int {
+	t.Helper()
+	self := strings.Fields(stackDump(false)) // "goroutine 42 [running]: ..."
+	require.GreaterOrEqual(t, len(self), 2)
+	creator := "\ncreated by " + reflect.TypeFor[Cache]().PkgPath() + ".(*Cache).Notify"
+	parent := " in goroutine " + self[1] + "\n"
+	n := 0
+	for _, g := range strings.Split(stackDump(true), "\n\n") {
+		if i := strings.Index(g, creator); i >= 0 && strings.Contains(g[i:], parent) {
+			n++
+		}
+	}
+	return n
+}
+
+// stackDump returns runtime.Stack's dump of the current goroutine or, with
+// all, of every goroutine.
+func stackDump(all bool) string {
+	buf := make([]byte, 64<<10)
+	for {
+		n := runtime.Stack(buf, all)
+		if n < len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// fetchCount returns how often p was fetched.
+func fetchCount(fetches *sync.Map, p entryKey) int64 {
+	n, ok := fetches.Load(p)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int64).Load()
 }

@@ -17,8 +17,8 @@ func TestRequestInfo_IsRequest(t *testing.T) {
 		var r Request = info
 		require.Equal(t, info, r.CacheInfo())
 
-		var calls embCalls
-		c, _ := embNew(t, nil)
+		var calls fetchLog
+		c, _ := newCache(t, nil)
 		c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
 			n := calls.add(o, r)
 			return FetchResult{Value: r.CacheInfo().Token, Index: uint64(n)}, nil
@@ -44,7 +44,7 @@ func TestRequestInfo_IsRequest(t *testing.T) {
 		defer cancel()
 		ch := make(chan UpdateEvent, 1)
 		require.NoError(t, c.Notify(ctx, "t", info, "id", ch))
-		ev := notifyRecv(t, ch, time.Second)
+		ev := recvEvent(t, ch, time.Second)
 		require.Equal(t, "tok", ev.Result)
 		cancel()
 	})

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-var _ T = (*helperT)(nil)
+var _ T = (*recordingT)(nil)
 var _ T = (*testing.T)(nil)
 
 // Pins MockType.Static: every Fetch returns the given result and error, and
@@ -120,7 +120,7 @@ func TestHelper_TestTypeSupportsBlocking(t *testing.T) {
 
 // Pins TestCache: a working cache that is closed by the test's cleanup.
 func TestHelper_TestCacheClosedOnCleanup(t *testing.T) {
-	ft := &helperT{}
+	ft := &recordingT{}
 	c := TestCache(ft)
 	require.NotNil(t, c)
 	require.Len(t, ft.cleanups, 1)
@@ -147,9 +147,9 @@ func TestHelper_TestCacheClosedOnCleanup(t *testing.T) {
 // value; a failed Get sends nothing, logs the error and closes the channel.
 func TestHelper_TestCacheGetCh(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c, boom := helperCache(t)
+		c, boom := okAndBadCache(t)
 
-		ft := &helperT{}
+		ft := &recordingT{}
 		require.Equal(t, "v", <-TestCacheGetCh(ft, c, "ok", TestRequest(t, RequestInfo{Key: "k"})))
 		ch := TestCacheGetCh(ft, c, "bad", TestRequest(t, RequestInfo{Key: "k"}))
 		v, ok := <-ch
@@ -162,7 +162,7 @@ func TestHelper_TestCacheGetCh(t *testing.T) {
 		TestCacheGetChResult(t, TestCacheGetCh(t, c, "ok", TestRequest(t, RequestInfo{Key: "k"})), "v")
 		TestCacheGetChResult(t, TestCacheGetCh(t, c, "bad", TestRequest(t, RequestInfo{Key: "k"})), nil)
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		TestCacheGetChResult(ft, TestCacheGetCh(ft, c, "bad", TestRequest(t, RequestInfo{Key: "k"})), "v")
 		require.True(t, ft.failed(), "a failed Get is not the value")
 	})
@@ -180,7 +180,7 @@ func TestHelper_TestCacheGetChNoLogAfterCleanup(t *testing.T) {
 			return FetchResult{}, errors.New("late")
 		}), nil)
 
-		ft := &helperT{}
+		ft := &recordingT{}
 		TestCacheGetCh(ft, c, "slow", TestRequest(t, RequestInfo{Key: "k"}))
 		synctest.Wait()
 		ft.runCleanups()
@@ -195,9 +195,9 @@ func TestHelper_TestCacheGetChNoLogAfterCleanup(t *testing.T) {
 // its error.
 func TestHelper_TestCacheGetChErr(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c, boom := helperCache(t)
+		c, boom := okAndBadCache(t)
 
-		ft := &helperT{}
+		ft := &recordingT{}
 		res := <-TestCacheGetChErr(ft, c, "ok", TestRequest(t, RequestInfo{Key: "k"}))
 		require.Equal(t, TestGetResult{Value: "v", Meta: ResultMeta{Index: 1}}, res)
 		res = <-TestCacheGetChErr(ft, c, "ok", TestRequest(t, RequestInfo{Key: "k"}))
@@ -211,10 +211,10 @@ func TestHelper_TestCacheGetChErr(t *testing.T) {
 	})
 }
 
-// helperCache returns a test cache with a type "ok", whose Fetch returns
+// okAndBadCache returns a test cache with a type "ok", whose Fetch returns
 // "v" at index 1, and a type "bad", whose Fetch fails with the returned
 // error.
-func helperCache(t *testing.T) (*Cache, error) {
+func okAndBadCache(t *testing.T) (*Cache, error) {
 	c := TestCache(t)
 	ok := TestType(t)
 	ok.Static(FetchResult{Value: "v", Index: 1}, nil)
@@ -236,16 +236,16 @@ func TestHelper_TestCacheGetChResult(t *testing.T) {
 			return ch
 		}
 
-		ft := &helperT{}
+		ft := &recordingT{}
 		TestCacheGetChResult(ft, send([]int{1, 2}), []int{1, 2})
 		require.False(t, ft.failed(), "deep-equal value passes")
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		TestCacheGetChResult(ft, send("a"), "b")
 		require.True(t, ft.failed(), "different value fails")
 
 		// A value arriving within the wait passes.
-		ft = &helperT{}
+		ft = &recordingT{}
 		late := make(chan any, 1)
 		go func() {
 			time.Sleep(100 * time.Millisecond)
@@ -255,7 +255,7 @@ func TestHelper_TestCacheGetChResult(t *testing.T) {
 		require.False(t, ft.failed())
 
 		// Nothing within the wait fails, at ~150ms.
-		ft = &helperT{}
+		ft = &recordingT{}
 		start := time.Now()
 		TestCacheGetChResult(ft, make(chan any), "x")
 		require.True(t, ft.failed(), "timeout fails")
@@ -282,39 +282,39 @@ func TestHelper_TestCacheNotifyChResult(t *testing.T) {
 			return ev
 		}
 
-		ft := &helperT{}
+		ft := &recordingT{}
 		TestCacheNotifyChResult(ft, send(evA, evB, evErr), evA, evB, evErr)
 		require.False(t, ft.failed(), "same order")
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		TestCacheNotifyChResult(ft, send(evErr, evB, evA), evA, evB, evErr)
 		require.False(t, ft.failed(), "any order")
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		TestCacheNotifyChResult(ft, send(aged(evA, 5*time.Second), aged(evB, time.Hour)), evA, aged(evB, time.Minute))
 		require.False(t, ft.failed(), "Age ignored on both sides")
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		TestCacheNotifyChResult(ft, send(evA, evA), evA, evB)
 		require.True(t, ft.failed(), "a duplicate is not the missing event")
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		other := evA
 		other.Meta.Index = 7
 		TestCacheNotifyChResult(ft, send(other), evA)
 		require.True(t, ft.failed(), "different index")
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		start := time.Now()
 		TestCacheNotifyChResult(ft, send(evA), evA, evB)
 		require.True(t, ft.failed(), "missing event")
 		require.Equal(t, testResultWait, time.Since(start), "fails after its wait")
 
 		// No expected events is a misuse: Consul panics.
-		require.PanicsWithValue(t, "asking for zero updates seems like a bug", func() { TestCacheNotifyChResult(&helperT{}, send(evA)) })
+		require.PanicsWithValue(t, "asking for zero updates seems like a bug", func() { TestCacheNotifyChResult(&recordingT{}, send(evA)) })
 
 		// Events arriving over time within the wait pass.
-		ft = &helperT{}
+		ft = &recordingT{}
 		ch := make(chan UpdateEvent)
 		go func() {
 			ch <- evB

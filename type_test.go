@@ -14,7 +14,7 @@ import (
 func TestFetchFunc_IsNonBlockingType(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		var calls embCalls
+		var calls fetchLog
 		f := FetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
 			n := calls.add(o, r)
 			return FetchResult{Value: n, Index: uint64(10 * n)}, nil
@@ -22,11 +22,11 @@ func TestFetchFunc_IsNonBlockingType(t *testing.T) {
 		var typ Type = f
 		require.False(t, typ.SupportsBlocking())
 
-		c, _ := embNew(t, nil)
+		c, _ := newCache(t, nil)
 		c.RegisterType("t", f, &RegisterOptions{Refresh: true, RefreshTimer: 10 * time.Second, RefreshTimeout: time.Minute})
 		req := RequestInfo{Key: "k", Datacenter: "dc1", MinIndex: 50}
-		ch := ergoGo(func() (any, ResultMeta, error) { return c.Get("t", req) })
-		r := ergoReturned(t, ch)
+		ch := goCall(func() (any, ResultMeta, error) { return c.Get("t", req) })
+		r := requireReturned(t, ch)
 		require.NoError(t, r.Err)
 		require.Equal(t, 1, r.Value, "MinIndex 50 > index 10 did not block")
 		require.Equal(t, 1, calls.count())
@@ -48,13 +48,13 @@ func TestFetchFunc_NotifyCallbackPolls(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var val atomic.Value
 		val.Store("v1")
-		c, _ := embNew(t, nil)
+		c, _ := newCache(t, nil)
 		c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 			return FetchResult{Value: val.Load(), Index: 1}, nil
 		}), nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
-		var got ergoEvents
+		var got eventLog
 		cb := func(_ context.Context, e UpdateEvent) { got.add(e) }
 		require.Error(t, c.NotifyCallback(ctx, "t", RequestInfo{Key: "k"}, "id", cb), "MaxAge is required")
 		require.NoError(t, c.NotifyCallback(ctx, "t", RequestInfo{Key: "k", MaxAge: 10 * time.Second}, "id", cb))
@@ -75,8 +75,8 @@ func TestFetchFunc_NotifyCallbackPolls(t *testing.T) {
 func TestBlockingFetchFunc_IsBlockingType(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		b := newNotifyBackend(t, "v1", 5)
-		var calls embCalls
+		b := newBlockingBackend(t, "v1", 5)
+		var calls fetchLog
 		f := BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
 			calls.add(o, r)
 			return b.Fetch(o, r)
@@ -84,24 +84,24 @@ func TestBlockingFetchFunc_IsBlockingType(t *testing.T) {
 		var typ Type = f
 		require.True(t, typ.SupportsBlocking())
 
-		c, _ := embNew(t, nil)
+		c, _ := newCache(t, nil)
 		c.RegisterType("t", f, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
 		v, meta, err := c.Get("t", RequestInfo{Key: "k"})
 		require.NoError(t, err)
 		require.Equal(t, "v1", v)
 		require.Equal(t, uint64(5), meta.Index)
 
-		ch := ergoGo(func() (any, ResultMeta, error) {
+		ch := goCall(func() (any, ResultMeta, error) {
 			return c.Get("t", RequestInfo{Key: "k", MinIndex: 5})
 		})
-		ergoBlocked(t, ch)
+		requireBlocked(t, ch)
 		require.Equal(t, 2, calls.count())
 		require.Equal(t, uint64(0), calls.opt(0).MinIndex)
 		require.Equal(t, uint64(5), calls.opt(1).MinIndex)
 		require.Equal(t, 10*time.Minute, calls.opt(1).Timeout)
 
 		b.set("v2", 6)
-		r := ergoReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.NoError(t, r.Err)
 		require.Equal(t, "v2", r.Value)
 		require.Equal(t, uint64(6), r.Meta.Index)

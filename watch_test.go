@@ -37,7 +37,7 @@ func TestNotify_NonBlockingRequiresMaxAge(t *testing.T) {
 		err := c.Notify(t.Context(), "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch)
 		require.Error(t, err)
 		time.Sleep(time.Minute)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		typ.AssertNotCalled(t, "Fetch", mock.Anything, mock.Anything)
 
 		ctx, cancel := context.WithCancel(t.Context())
@@ -53,7 +53,7 @@ func TestNotify_NonBlockingRequiresMaxAge(t *testing.T) {
 func TestNotify_BlockingDeliversFirstAndIndexGrowth(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -61,13 +61,13 @@ func TestNotify_BlockingDeliversFirstAndIndexGrowth(t *testing.T) {
 
 		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch))
 		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}})
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 
 		b.set("v2", 6)
 		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v2", Meta: ResultMeta{Index: 6}})
 		b.set("v3", 9)
 		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v3", Meta: ResultMeta{Index: 9}})
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 
 		require.Equal(t, []uint64{0, 5, 6, 9}, b.minIndexes(), "each fetch blocks at the last index")
 		cancel()
@@ -78,7 +78,7 @@ func TestNotify_BlockingDeliversFirstAndIndexGrowth(t *testing.T) {
 func TestNotify_BlockingFirstEventFromCache(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, nil)
 		req := TestRequest(t, RequestInfo{Key: "k"})
 		_, _, err := c.Get("t", req)
@@ -98,7 +98,7 @@ func TestNotify_BlockingFirstEventFromCache(t *testing.T) {
 func TestNotify_BlockingUnchangedIndexNoEvent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Second})
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -108,7 +108,7 @@ func TestNotify_BlockingUnchangedIndexNoEvent(t *testing.T) {
 		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}})
 
 		time.Sleep(10*time.Minute + 5*time.Second)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		require.Equal(t, int64(1+61), b.fetches.Load(), "the first fetch, then one per 10s timeout")
 
 		b.set("v2", 6)
@@ -123,7 +123,7 @@ func TestNotify_BlockingUnchangedIndexNoEvent(t *testing.T) {
 func TestNotify_BlockingErrorBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		boom := errors.New("boom")
-		typ, times := notifyTimedType(t, true, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, true, func(FetchOptions) (FetchResult, error) {
 			return FetchResult{}, boom
 		})
 		c := TestCache(t)
@@ -171,7 +171,7 @@ func TestNotify_BlockingLaterErrorsNotDelivered(t *testing.T) {
 		release := make(chan struct{})
 		t.Cleanup(func() { close(release) })
 		var calls int
-		typ, times := notifyTimedType(t, true, func(o FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, true, func(o FetchOptions) (FetchResult, error) {
 			calls++
 			switch {
 			case calls == 1:
@@ -195,7 +195,7 @@ func TestNotify_BlockingLaterErrorsNotDelivered(t *testing.T) {
 		TestCacheNotifyChResult(t, ch,
 			UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}},
 			UpdateEvent{CorrelationID: "id", Result: "v2", Meta: ResultMeta{Index: 6}})
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		require.Len(t, times(), 5, "two errors retried at once (below the back-off minimum)")
 		cancel()
 	})
@@ -205,7 +205,7 @@ func TestNotify_BlockingLaterErrorsNotDelivered(t *testing.T) {
 // Meta.Index 0) are backed off like errors instead of looping hot.
 func TestNotify_BlockingZeroIndexBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		typ, times := notifyTimedType(t, true, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, true, func(FetchOptions) (FetchResult, error) {
 			time.Sleep(2 * time.Second) // a blocking query that ends without data
 			return FetchResult{}, nil
 		})
@@ -218,9 +218,9 @@ func TestNotify_BlockingZeroIndexBackoff(t *testing.T) {
 
 		require.NoError(t, c.Notify(ctx, "t", req, "id", ch))
 		// The first Get times out (2.3s) with nothing: delivered as the first result.
-		require.Equal(t, UpdateEvent{CorrelationID: "id"}, notifyRecv(t, ch, 5*time.Second))
+		require.Equal(t, UpdateEvent{CorrelationID: "id"}, recvEvent(t, ch, 5*time.Second))
 		time.Sleep(10 * time.Minute)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		cancel()
 		time.Sleep(5 * time.Second) // let a fetch in flight finish inside the bubble
 		synctest.Wait()
@@ -243,7 +243,7 @@ func TestNotify_BlockingZeroIndexBackoff(t *testing.T) {
 func TestNotify_PollingCadence(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const maxAge = 10 * time.Second
-		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, false, func(FetchOptions) (FetchResult, error) {
 			return FetchResult{Value: "v", Index: 1}, nil
 		})
 		c := TestCache(t)
@@ -257,7 +257,7 @@ func TestNotify_PollingCadence(t *testing.T) {
 
 		const n = 32
 		time.Sleep(n * maxAge)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		cancel()
 
 		ts := times()
@@ -284,7 +284,7 @@ func TestNotify_PollingDeliversOnValueOrIndexChange(t *testing.T) {
 			defer mu.Unlock()
 			cur = r
 		}
-		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, false, func(FetchOptions) (FetchResult, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			// A fresh copy each time, so only DeepEqual can tell it unchanged.
@@ -297,32 +297,32 @@ func TestNotify_PollingDeliversOnValueOrIndexChange(t *testing.T) {
 		ch := make(chan UpdateEvent, 10)
 		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k", MaxAge: maxAge}), "id", ch))
 
-		ev := notifyRecv(t, ch, time.Second)
+		ev := recvEvent(t, ch, time.Second)
 		require.Equal(t, []string{"a"}, ev.Result)
 		require.Equal(t, uint64(1), ev.Meta.Index)
 
 		// Unchanged: several polls, no event.
 		before := len(times())
 		time.Sleep(3 * maxAge)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		require.GreaterOrEqual(t, len(times())-before, 2)
 
 		// Value changed, index not.
 		setCur(FetchResult{Value: []string{"a", "b"}, Index: 1})
-		ev = notifyRecv(t, ch, 2*maxAge)
+		ev = recvEvent(t, ch, 2*maxAge)
 		require.Equal(t, []string{"a", "b"}, ev.Result)
 		require.Equal(t, "id", ev.CorrelationID)
 		require.Equal(t, uint64(1), ev.Meta.Index)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 
 		// Index grown, value not.
 		setCur(FetchResult{Value: []string{"a", "b"}, Index: 2})
-		ev = notifyRecv(t, ch, 2*maxAge)
+		ev = recvEvent(t, ch, 2*maxAge)
 		require.Equal(t, []string{"a", "b"}, ev.Result)
 		require.Equal(t, uint64(2), ev.Meta.Index)
 
 		time.Sleep(3 * maxAge)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		cancel()
 	})
 }
@@ -333,7 +333,7 @@ func TestNotify_PollingErrorThenValue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const maxAge = 10 * time.Second
 		var calls int
-		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, false, func(FetchOptions) (FetchResult, error) {
 			calls++
 			if calls <= 5 {
 				return FetchResult{}, errors.New("down")
@@ -349,11 +349,11 @@ func TestNotify_PollingErrorThenValue(t *testing.T) {
 		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k", MaxAge: maxAge}), "id", ch))
 
 		for i := 0; i < 5; i++ {
-			ev := notifyRecv(t, ch, time.Minute)
+			ev := recvEvent(t, ch, time.Minute)
 			require.EqualError(t, ev.Err, "down", "event %d", i)
 			require.Nil(t, ev.Result)
 		}
-		ev := notifyRecv(t, ch, time.Minute)
+		ev := recvEvent(t, ch, time.Minute)
 		require.Equal(t, UpdateEvent{CorrelationID: "id", Result: "v", Meta: ResultMeta{Index: 3}}, ev, "then the value")
 		ts := times()
 		require.Len(t, ts, 6)
@@ -370,7 +370,7 @@ func TestNotify_PollingErrorThenValue(t *testing.T) {
 func TestNotify_CancelStops(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Second})
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -385,7 +385,7 @@ func TestNotify_CancelStops(t *testing.T) {
 
 		b.set("v2", 6)
 		time.Sleep(time.Hour)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		require.Equal(t, n, b.fetches.Load(), "no fetch after cancel")
 	})
 }
@@ -393,7 +393,7 @@ func TestNotify_CancelStops(t *testing.T) {
 // Pins that cancelling ctx during the error back-off ends the watch.
 func TestNotify_CancelDuringBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		typ, times := notifyTimedType(t, true, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, true, func(FetchOptions) (FetchResult, error) {
 			return FetchResult{}, errors.New("boom")
 		})
 		c := TestCache(t)
@@ -437,7 +437,7 @@ func TestNotify_CancelWhileSendPending(t *testing.T) {
 func TestNotify_WatchersShareFetches(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -450,7 +450,7 @@ func TestNotify_WatchersShareFetches(t *testing.T) {
 		// Whichever watcher comes after the first fetch sees a hit: ignore Hit.
 		var got []UpdateEvent
 		for i := 0; i < 3; i++ {
-			ev := notifyRecv(t, ch, time.Second)
+			ev := recvEvent(t, ch, time.Second)
 			ev.Meta.Hit = false
 			got = append(got, ev)
 		}
@@ -484,7 +484,7 @@ func TestNotify_WatchersShareFetches(t *testing.T) {
 func TestNotify_RefreshTypeSharesRefreshLoop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute})
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -508,7 +508,7 @@ func TestNotify_RefreshTypeSharesRefreshLoop(t *testing.T) {
 func TestNotify_PollingWaitCountsCachedAge(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const maxAge = 10 * time.Second
-		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, false, func(FetchOptions) (FetchResult, error) {
 			return FetchResult{Value: "v", Index: 1}, nil
 		})
 		c := TestCache(t)
@@ -523,12 +523,12 @@ func TestNotify_PollingWaitCountsCachedAge(t *testing.T) {
 		defer cancel()
 		ch := make(chan UpdateEvent, 10)
 		require.NoError(t, c.Notify(ctx, "t", req, "id", ch))
-		ev := notifyRecv(t, ch, time.Second)
+		ev := recvEvent(t, ch, time.Second)
 		require.True(t, ev.Meta.Hit, "the first poll is served from the cache")
 		require.Equal(t, 4*time.Second, ev.Meta.Age)
 
 		time.Sleep(maxAge)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		cancel()
 		ts := times()
 		require.Len(t, ts, 2)
@@ -568,7 +568,7 @@ func TestNotify_PollingCancel(t *testing.T) {
 
 		cancel()
 		time.Sleep(time.Hour)
-		notifyNoEvent(t, slowCh)
+		requireNoEvent(t, slowCh)
 		require.Equal(t, int64(2), fetches.Load())
 	})
 }
@@ -578,7 +578,7 @@ func TestNotify_PollingCancel(t *testing.T) {
 func TestNotify_BlockingIgnoresRequestMinIndex(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -596,48 +596,29 @@ func TestNotify_BlockingIgnoresRequestMinIndex(t *testing.T) {
 func TestCacheGetWithIndex_contextCancel(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, nil)
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 
 		ctx, cancel := context.WithCancel(context.Background())
 		info := RequestInfo{Key: "k"}
-		ch := make(chan cacheGetResult, 1)
+		ch := make(chan getResult, 1)
 		go func() {
 			w := &watch{c: c, ctx: ctx, t: "t", r: TestRequest(t, info), info: info}
 			v, meta, err := w.get(5, 0)
-			ch <- cacheGetResult{v, meta, err}
+			ch <- getResult{v, meta, err}
 		}()
-		cacheRequireBlocked(t, ch)
+		requireBlocked(t, ch)
 		cancel()
-		r := cacheRequireReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.ErrorIs(t, r.Err, context.Canceled)
 		require.Equal(t, "v5", r.Value)
 		require.Equal(t, ResultMeta{Index: 5}, r.Meta)
 	})
-}
-
-// ergoEvents records the events a NotifyCallback watch delivers.
-type ergoEvents struct {
-	mu     sync.Mutex
-	events []UpdateEvent
-}
-
-func (e *ergoEvents) add(ev UpdateEvent) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	ev.Meta.Age = 0
-	e.events = append(e.events, ev)
-}
-
-func (e *ergoEvents) get() []UpdateEvent {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([]UpdateEvent(nil), e.events...)
 }
 
 // ---------------------------------------------------------------------------
@@ -647,8 +628,8 @@ func (e *ergoEvents) get() []UpdateEvent {
 func TestNotifyCallback_Errors(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := embNew(t, nil)
-		var calls embCalls
+		c, _ := newCache(t, nil)
+		var calls fetchLog
 		c.RegisterType("blocking", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
 			calls.add(o, r)
 			return FetchResult{Value: "v", Index: 1}, nil
@@ -679,13 +660,13 @@ func TestNotifyCallback_Errors(t *testing.T) {
 func TestNotifyCallback_EventsInOrder(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := embNew(t, nil)
-		b := newNotifyBackend(t, "v1", 5)
+		c, _ := newCache(t, nil)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
-		ctx, cancel := context.WithCancel(context.WithValue(t.Context(), ergoCtxKey{}, "mine"))
+		ctx, cancel := context.WithCancel(context.WithValue(t.Context(), ctxKey{}, "mine"))
 		defer cancel()
 
-		var got ergoEvents
+		var got eventLog
 		var inCb, overlaps atomic.Int32
 		var ctxOK atomic.Bool
 		ctxOK.Store(true)
@@ -694,7 +675,7 @@ func TestNotifyCallback_EventsInOrder(t *testing.T) {
 				overlaps.Add(1)
 			}
 			defer inCb.Add(-1)
-			if cctx.Value(ergoCtxKey{}) != "mine" || cctx.Err() != nil {
+			if cctx.Value(ctxKey{}) != "mine" || cctx.Err() != nil {
 				ctxOK.Store(false)
 			}
 			time.Sleep(time.Second) // a slow callback holds the watch back
@@ -723,8 +704,8 @@ func TestNotifyCallback_EventsInOrder(t *testing.T) {
 func TestNotifyCallback_NotCalledAfterCancel(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := embNew(t, nil)
-		ba, bb := newNotifyBackend(t, "a1", 5), newNotifyBackend(t, "b1", 5)
+		c, _ := newCache(t, nil)
+		ba, bb := newBlockingBackend(t, "a1", 5), newBlockingBackend(t, "b1", 5)
 		c.RegisterType("a", ba, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
 		c.RegisterType("b", bb, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
 
@@ -732,7 +713,7 @@ func TestNotifyCallback_NotCalledAfterCancel(t *testing.T) {
 		ctxA, cancelA := context.WithCancel(t.Context())
 		defer cancelA()
 		var late atomic.Int32 // callbacks run with ctx already done
-		var gotA ergoEvents
+		var gotA eventLog
 		require.NoError(t, c.NotifyCallback(ctxA, "a", RequestInfo{Key: "k"}, "a", func(cctx context.Context, e UpdateEvent) {
 			if cctx.Err() != nil {
 				late.Add(1)
@@ -743,7 +724,7 @@ func TestNotifyCallback_NotCalledAfterCancel(t *testing.T) {
 		// Watch b: cancelled from outside while it waits for a change.
 		ctxB, cancelB := context.WithCancel(t.Context())
 		defer cancelB()
-		var gotB ergoEvents
+		var gotB eventLog
 		require.NoError(t, c.NotifyCallback(ctxB, "b", RequestInfo{Key: "k"}, "b", func(cctx context.Context, e UpdateEvent) {
 			if cctx.Err() != nil {
 				late.Add(1)
@@ -771,3 +752,5 @@ func TestNotifyCallback_NotCalledAfterCancel(t *testing.T) {
 		require.Zero(t, late.Load(), "a callback ran with its ctx done")
 	})
 }
+
+type ctxKey struct{}
