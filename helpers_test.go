@@ -536,16 +536,23 @@ func requireGaps(t *testing.T, times []time.Time, lo, hi []time.Duration) {
 // ---------------------------------------------------------------------------
 // Metrics and logs.
 
+// newSink returns a go-metrics configuration without host name or runtime
+// metrics, and a fresh InmemSink whose interval is so long that it never
+// rotates.
+func newSink() (*metrics.Config, *metrics.InmemSink) {
+	cfg := metrics.DefaultConfig("")
+	cfg.EnableHostname = false
+	cfg.EnableRuntimeMetrics = false
+	return cfg, metrics.NewInmemSink(1<<62, 1<<62)
+}
+
 // installSink routes go-metrics to a fresh InmemSink until the test
 // ends, then to a blackhole. The interval is huge so that everything lands
 // in one interval, whether it is emitted at fake (bubble) or real time: no
 // interval is ever rotated, so no bubble channel is touched from outside.
 func installSink(t *testing.T) *metrics.InmemSink {
 	t.Helper()
-	cfg := metrics.DefaultConfig("")
-	cfg.EnableHostname = false
-	cfg.EnableRuntimeMetrics = false
-	sink := metrics.NewInmemSink(1<<62, 1<<62)
+	cfg, sink := newSink()
 	_, err := metrics.NewGlobal(cfg, sink)
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -584,10 +591,7 @@ func sinkGauge(t *testing.T, sink *metrics.InmemSink, name string) float32 {
 // whose interval never rotates.
 func newMetrics(t *testing.T) (*metrics.Metrics, *metrics.InmemSink) {
 	t.Helper()
-	cfg := metrics.DefaultConfig("")
-	cfg.EnableHostname = false
-	cfg.EnableRuntimeMetrics = false
-	sink := metrics.NewInmemSink(1<<62, 1<<62)
+	cfg, sink := newSink()
 	m, err := metrics.New(cfg, sink)
 	require.NoError(t, err)
 	return m, sink
