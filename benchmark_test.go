@@ -3,13 +3,11 @@ package cache
 import (
 	"container/heap"
 	"context"
-	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -177,23 +175,6 @@ func BenchmarkGetMissCoalesced(b *testing.B) {
 
 // memEntries is the number of entries BenchmarkEntryMemory stores.
 const memEntries = 1_000_000
-
-// memReq is a request that carries the index of its pre-boxed value.
-type memReq struct {
-	info RequestInfo
-	i    int
-}
-
-func (r *memReq) CacheInfo() RequestInfo { return r.info }
-
-// heapAlloc returns the live heap after a full collection.
-func heapAlloc() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
-}
 
 // memInputs returns the keys and boxed 8-byte values both contenders store,
 // allocated before anything is measured.
@@ -557,50 +538,6 @@ func BenchmarkNotifyFanout(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(bb.answered.Load()-before)/float64(rounds*nkeys), "fetches/change")
-}
-
-// oldHashM1 is the constant the cache's hash once XORed the first eight
-// bytes of a key with before multiplying: any key of 8 to 16 bytes that
-// starts with it, little-endian, hashed to 0 whatever the seed.
-const oldHashM1 = 0xa0761d6478bd642f
-
-// adversarialKinds are the kinds of keys adversarialKeys makes.
-var adversarialKinds = []string{"crafted", "longprefix", "random", "randomlong"}
-
-// adversarialKeys returns n distinct keys of a kind: "crafted", 9 to 13
-// bytes that start with oldHashM1; "longprefix", a common 200-byte prefix
-// and a counter; and the baselines, "random", 12 random letters and
-// digits, and "randomlong", 204 of them.
-func adversarialKeys(kind string, n int) []string {
-	keys := make([]string, 0, n)
-	seen := make(map[string]bool, n)
-	prefix := strings.Repeat("/v1/health/service/web?", 10)[:200]
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	for i := 0; len(keys) < n; i++ {
-		var k string
-		switch kind {
-		case "crafted":
-			k = string(binary.LittleEndian.AppendUint64(nil, oldHashM1)) + strconv.Itoa(i)
-		case "longprefix":
-			k = prefix + strconv.Itoa(i)
-		case "random", "randomlong":
-			b := make([]byte, 12)
-			if kind == "randomlong" {
-				b = make([]byte, 204)
-			}
-			for j := range b {
-				b[j] = alphabet[rand.IntN(len(alphabet))]
-			}
-			k = string(b)
-		default:
-			panic("unknown kind " + kind)
-		}
-		if !seen[k] {
-			seen[k] = true
-			keys = append(keys, k)
-		}
-	}
-	return keys
 }
 
 // BenchmarkAdversarialKeys measures misses and hits of 20,000 keys

@@ -2,49 +2,12 @@ package cache
 
 import (
 	"errors"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 )
-
-// ---------------------------------------------------------------------------
-// Helpers (prefixed "prepop" so they do not collide with other test files).
-
-// prepopReqLog records the Request of every Fetch of a MockType, next to a
-// cacheFetchLog of its options.
-type prepopReqLog struct {
-	mu   sync.Mutex
-	reqs []Request
-}
-
-func (l *prepopReqLog) last() Request {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.reqs) == 0 {
-		return nil
-	}
-	return l.reqs[len(l.reqs)-1]
-}
-
-// prepopIndexType is cacheIndexType (Value = Index = MinIndex+1, at once)
-// that also records each Fetch's Request in reqs.
-func prepopIndexType(t *testing.T, log *cacheFetchLog, reqs *prepopReqLog) *MockType {
-	typ := TestType(t)
-	typ.On("Fetch", mock.Anything, mock.Anything).Run(func(args mock.Arguments) {
-		log.record(args)
-		reqs.mu.Lock()
-		reqs.reqs = append(reqs.reqs, args.Get(1).(Request))
-		reqs.mu.Unlock()
-	}).Return(
-		func(o FetchOptions, _ Request) FetchResult {
-			return FetchResult{Value: o.MinIndex + 1, Index: o.MinIndex + 1}
-		}, nil)
-	return typ
-}
 
 // ---------------------------------------------------------------------------
 // Validation.
@@ -54,8 +17,8 @@ func prepopIndexType(t *testing.T, log *cacheFetchLog, reqs *prepopReqLog) *Mock
 func TestCachePrepopulate_errors(t *testing.T) {
 	t.Parallel()
 	c := TestCache(t)
-	var log cacheFetchLog
-	c.RegisterType("t", cacheIndexType(t, &log), nil)
+	var log fetchLog
+	c.RegisterType("t", indexType(t, &log), nil)
 
 	for name, tc := range map[string]struct {
 		typ string
@@ -72,7 +35,7 @@ func TestCachePrepopulate_errors(t *testing.T) {
 	}
 	require.ErrorContains(t, c.Prepopulate("nope", FetchResult{Value: "v", Index: 5}, "", "", "k"), "nope")
 	require.Equal(t, int64(0), c.count.Load(), "nothing stored")
-	require.False(t, expiryCached(c, "t", RequestInfo{Datacenter: "dc1", Token: "tok", Key: "k"}))
+	require.False(t, isCached(c, "t", RequestInfo{Datacenter: "dc1", Token: "tok", Key: "k"}))
 	require.Equal(t, 0, log.count())
 }
 
@@ -84,19 +47,19 @@ func TestCachePrepopulate_errors(t *testing.T) {
 func TestCachePrepopulate_hit(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), nil)
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), nil)
 		require.NoError(t, c.Prepopulate("t", FetchResult{Value: "pre", Index: 10}, "dc1", "tok", "k"))
 
 		info := RequestInfo{Datacenter: "dc1", Token: "tok", Key: "k"}
-		v, meta := cacheGet(t, c, "t", info)
+		v, meta := requireGet(t, c, "t", info)
 		require.Equal(t, "pre", v)
 		require.True(t, meta.Hit)
 		require.Equal(t, uint64(10), meta.Index)
 
 		info.MinIndex = 9
-		v, meta = cacheGet(t, c, "t", info)
+		v, meta = requireGet(t, c, "t", info)
 		require.Equal(t, "pre", v, "MinIndex below the prepopulated index is a hit")
 		require.True(t, meta.Hit)
 		require.Equal(t, 0, log.count(), "no fetch")
@@ -106,7 +69,7 @@ func TestCachePrepopulate_hit(t *testing.T) {
 			{Datacenter: "dc1", Token: "tok2", Key: "k"},
 			{Datacenter: "dc1", Token: "tok", Key: "k2"},
 		} {
-			v, meta = cacheGet(t, c, "t", other)
+			v, meta = requireGet(t, c, "t", other)
 			require.False(t, meta.Hit, "%+v", other)
 			require.Equal(t, uint64(1), v, "%+v", other)
 		}
@@ -119,13 +82,13 @@ func TestCachePrepopulate_hit(t *testing.T) {
 func TestCachePrepopulate_blockingFetchContinuesFromIt(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), nil)
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), nil)
 		pre := FetchResult{Value: "pre", State: "st", Index: 10}
 		require.NoError(t, c.Prepopulate("t", pre, "", "", "k"))
 
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 10})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 10})
 		require.Equal(t, uint64(11), v)
 		require.False(t, meta.Hit)
 		require.Equal(t, 1, log.count())
@@ -139,23 +102,23 @@ func TestCachePrepopulate_blockingFetchContinuesFromIt(t *testing.T) {
 func TestCachePrepopulate_replacesAndWakes(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, errors.New("released"))
+		log.on(typ, waitingFor(release), FetchResult{}, errors.New("released"))
 		c.RegisterType("t", typ, nil)
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 
-		ch := cacheGoGet(c, "t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 5}))
-		cacheRequireBlocked(t, ch)
+		ch := goGet(c, "t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 5}))
+		requireBlocked(t, ch)
 		require.NoError(t, c.Prepopulate("t", FetchResult{Value: "pre", Index: 8}, "", "", "k"))
-		r := cacheRequireReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.NoError(t, r.Err)
 		require.Equal(t, "pre", r.Value)
 		require.Equal(t, uint64(8), r.Meta.Index)
 
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "pre", v)
 		require.True(t, meta.Hit)
 		require.Equal(t, 2, log.count(), "no fetch beyond the one still blocked")
@@ -167,21 +130,21 @@ func TestCachePrepopulate_replacesAndWakes(t *testing.T) {
 func TestCachePrepopulate_maxAge(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		typ := TestTypeNonBlocking(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "fetched", Index: 20}, nil)
 		c.RegisterType("t", typ, nil)
 		require.NoError(t, c.Prepopulate("t", FetchResult{Value: "pre", Index: 10}, "", "", "k"))
 
 		time.Sleep(30 * time.Second)
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k", MaxAge: time.Minute, MinIndex: 50})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k", MaxAge: time.Minute, MinIndex: 50})
 		require.Equal(t, "pre", v)
 		require.True(t, meta.Hit)
 		require.Equal(t, 30*time.Second, meta.Age)
 
 		time.Sleep(time.Minute)
-		v, meta = cacheGet(t, c, "t", RequestInfo{Key: "k", MaxAge: time.Minute})
+		v, meta = requireGet(t, c, "t", RequestInfo{Key: "k", MaxAge: time.Minute})
 		require.Equal(t, "fetched", v, "older than MaxAge")
 		require.False(t, meta.Hit)
 		require.Equal(t, 1, log.count())
@@ -196,22 +159,22 @@ func TestCachePrepopulate_maxAge(t *testing.T) {
 func TestCachePrepopulate_expires(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{LastGetTTL: 10 * time.Minute})
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), &RegisterOptions{LastGetTTL: 10 * time.Minute})
 		require.NoError(t, c.Prepopulate("t", FetchResult{Value: "a", Index: 10}, "", "", "a"))
 		require.NoError(t, c.Prepopulate("t", FetchResult{Value: "b", Index: 10}, "", "", "b"))
 
 		time.Sleep(9 * time.Minute)
-		_, meta := cacheGet(t, c, "t", RequestInfo{Key: "a"})
+		_, meta := requireGet(t, c, "t", RequestInfo{Key: "a"})
 		require.True(t, meta.Hit)
 		time.Sleep(2 * time.Minute) // 11m: b never hit, a hit 2m ago
-		require.False(t, expiryCached(c, "t", RequestInfo{Key: "b"}), "b expired 10m after Prepopulate")
-		require.True(t, expiryCached(c, "t", RequestInfo{Key: "a"}), "a's hit extended it")
+		require.False(t, isCached(c, "t", RequestInfo{Key: "b"}), "b expired 10m after Prepopulate")
+		require.True(t, isCached(c, "t", RequestInfo{Key: "a"}), "a's hit extended it")
 		time.Sleep(9 * time.Minute) // 20m: 11m after a's hit
-		require.False(t, expiryCached(c, "t", RequestInfo{Key: "a"}))
+		require.False(t, isCached(c, "t", RequestInfo{Key: "a"}))
 
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "a"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "a"})
 		require.False(t, meta.Hit)
 		require.Equal(t, uint64(1), v, "fetched anew")
 		require.Equal(t, 1, log.count())
@@ -224,10 +187,9 @@ func TestCachePrepopulate_expires(t *testing.T) {
 func TestCachePrepopulate_refreshStartsAtFirstHit(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		var reqs prepopReqLog
-		c.RegisterType("t", prepopIndexType(t, &log, &reqs), &RegisterOptions{
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), &RegisterOptions{
 			Refresh: true, RefreshTimer: time.Minute, LastGetTTL: 24 * time.Hour,
 		})
 		pre := FetchResult{Value: uint64(10), State: "st", Index: 10}
@@ -242,16 +204,16 @@ func TestCachePrepopulate_refreshStartsAtFirstHit(t *testing.T) {
 		require.True(t, meta.Hit)
 		synctest.Wait()
 		require.Equal(t, 1, log.count(), "the hit started the refresh")
-		require.Same(t, req, reqs.last())
+		require.Same(t, req, log.lastReq())
 		require.Equal(t, uint64(10), log.opt(0).MinIndex)
 		require.Equal(t, &pre, log.opt(0).LastResult)
 
-		v, meta = cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta = requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, uint64(11), v, "the refreshed value")
 		require.True(t, meta.Hit)
 		time.Sleep(time.Minute + time.Second)
 		require.Equal(t, 2, log.count(), "refreshes on its RefreshTimer")
-		require.Same(t, req, reqs.last(), "with the first hit's Request")
+		require.Same(t, req, log.lastReq(), "with the first hit's Request")
 	})
 }
 
@@ -260,19 +222,19 @@ func TestCachePrepopulate_refreshStartsAtFirstHit(t *testing.T) {
 func TestCachePrepopulate_refreshRunningLoopNotDoubled(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, errors.New("released"))
+		log.on(typ, waitingFor(release), FetchResult{}, errors.New("released"))
 		c.RegisterType("t", typ, &RegisterOptions{Refresh: true, RefreshTimeout: time.Hour})
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		synctest.Wait()
 		require.Equal(t, 2, log.count(), "the refresh is blocked in its fetch")
 
 		require.NoError(t, c.Prepopulate("t", FetchResult{Value: "pre", Index: 9}, "", "", "k"))
 		for i := 0; i < 3; i++ {
-			v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, "pre", v)
 			require.True(t, meta.Hit)
 		}
@@ -287,13 +249,13 @@ func TestCachePrepopulate_refreshRunningLoopNotDoubled(t *testing.T) {
 func TestCachePrepopulate_afterClose(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var log cacheFetchLog
-		c.RegisterType("t", cacheIndexType(t, &log), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
+		c, _ := bubble(t)
+		var log fetchLog
+		c.RegisterType("t", indexType(t, &log), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
 		require.NoError(t, c.Prepopulate("t", FetchResult{Value: "pre", Index: 3}, "", "", "k"))
 		require.NoError(t, c.Close())
 		require.ErrorIs(t, c.Prepopulate("t", FetchResult{Value: "late", Index: 4}, "", "", "k"), ErrClosed)
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "pre", v)
 		require.True(t, meta.Hit)
 		time.Sleep(time.Hour)
@@ -307,24 +269,24 @@ func TestCachePrepopulate_afterClose(t *testing.T) {
 func TestCachePrepopulate_failedFetchInFlightKeepsIt(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		gate := make(chan struct{})
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-		log.on(typ, cacheUntil(gate), FetchResult{}, errors.New("down")).Once()
+		log.on(typ, waitingFor(gate), FetchResult{}, errors.New("down")).Once()
 		c.RegisterType("t", typ, nil)
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 
-		ch := cacheGoGet(c, "t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 5}))
-		cacheRequireBlocked(t, ch)
+		ch := goGet(c, "t", TestRequest(t, RequestInfo{Key: "k", MinIndex: 5}))
+		requireBlocked(t, ch)
 		require.NoError(t, c.Prepopulate("t", FetchResult{Value: "pre", Index: 8}, "", "", "k"))
-		r := cacheRequireReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.Equal(t, "pre", r.Value)
 
 		close(gate) // the blocking fetch started before Prepopulate fails
 		synctest.Wait()
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "pre", v, "the older value came back")
 		require.Equal(t, uint64(8), meta.Index)
 		require.Equal(t, 2, log.count())

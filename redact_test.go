@@ -1,35 +1,19 @@
 package cache
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
-	"strconv"
-	"strings"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
-
-// tokenLeaks returns the forms of token that s still contains: as it is,
-// Go-quoted, ASCII-quoted, JSON-quoted and URL-escaped with upper- and
-// lower-case hex.
-func tokenLeaks(token, s string) []string {
-	unquote := func(q string) string { return q[1 : len(q)-1] }
-	j, _ := json.Marshal(token)
-	var leaks []string
-	for _, f := range []string{
-		token, unquote(strconv.Quote(token)), unquote(strconv.QuoteToASCII(token)), unquote(string(j)),
-		url.QueryEscape(token), lowerHexOnly(url.QueryEscape(token)), url.PathEscape(token), lowerHexOnly(url.PathEscape(token)),
-	} {
-		if strings.Contains(s, f) {
-			leaks = append(leaks, f)
-		}
-	}
-	return leaks
-}
 
 // tokenHolder is a struct whose %#v quotes the token.
 type tokenHolder struct {
@@ -75,19 +59,6 @@ func TestRedact_Forms(t *testing.T) {
 	}
 }
 
-// lowerHexOnly lower-cases the hex digits of the escapes in e, not the rest.
-func lowerHexOnly(e string) string {
-	var b strings.Builder
-	for i := 0; i < len(e); i++ {
-		b.WriteByte(e[i])
-		if e[i] == '%' && i+2 < len(e) {
-			b.WriteString(strings.ToLower(e[i+1 : i+3]))
-			i += 2
-		}
-	}
-	return b.String()
-}
-
 // Pins exact results: what is replaced, and that the rest of the message
 // stays as it was.
 func TestRedact_Exact(t *testing.T) {
@@ -131,24 +102,24 @@ func TestRedact_Exact(t *testing.T) {
 	}
 }
 
-// redactTestErr is an error type for errors.As.
-type redactTestErr struct{ token string }
+// aclErr is an error type for errors.As.
+type aclErr struct{ token string }
 
-func (e *redactTestErr) Error() string { return fmt.Sprintf("acl %q not found", e.token) }
+func (e *aclErr) Error() string { return fmt.Sprintf("acl %q not found", e.token) }
 
 // Pins redactError: the message is redacted, errors.Is and errors.As see
 // the original through it, and an error without the token is returned as
 // it is.
 func TestRedactError(t *testing.T) {
 	const token = `tok "quoted" en`
-	base := &redactTestErr{token: token}
+	base := &aclErr{token: token}
 	err := fmt.Errorf("fetch: %w (%w)", base, fs.ErrPermission)
 
 	red := redactError(token, err)
 	require.Equal(t, `fetch: acl "<redacted>" not found (permission denied)`, red.Error())
 	require.ErrorIs(t, red, fs.ErrPermission)
 	require.ErrorIs(t, red, base)
-	var as *redactTestErr
+	var as *aclErr
 	require.ErrorAs(t, red, &as)
 	require.Same(t, base, as)
 	require.Same(t, err, errors.Unwrap(red))
@@ -199,4 +170,118 @@ func BenchmarkRedactError(b *testing.B) {
 			}
 		})
 	}
+}
+
+// ---------------------------------------------------------------------------
+// ACL token secrecy.
+
+// Pins: the token is in no log line (errors, panics, back-off; Type messages redacted, rest kept) nor metric name.
+func TestEmbedding_TokenNotLoggedNorInMetricNames(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var buf logBuf
+		m, sink := newMetrics(t)
+		c, _ := newCache(t, &Options{Logger: buf.logger(), Metrics: m})
+		c.RegisterType("errt", BlockingFetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+			return FetchResult{}, tokenQuotingErr(r)
+		}), &RegisterOptions{Refresh: true})
+		c.RegisterType("panict", BlockingFetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+			panic("bad token " + r.CacheInfo().Token)
+		}), &RegisterOptions{Refresh: true})
+		c.RegisterType("okt", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+			return FetchResult{Value: "v", Index: 1}, nil
+		}), &RegisterOptions{LastGetTTL: time.Minute})
+
+		req := RequestInfo{Token: secretToken, Datacenter: "dc1", Key: "k"}
+		for _, typ := range []string{"errt", "panict"} {
+			_, _, err := c.Get(typ, req)
+			require.Error(t, err)
+		}
+		for range 2 {
+			v, _, err := c.Get("okt", req) // miss, then hit
+			require.NoError(t, err)
+			require.Equal(t, "v", v)
+		}
+		time.Sleep(5 * time.Minute) // back-off rounds and the expiry of okt
+		synctest.Wait()
+
+		logs := buf.String()
+		require.NotContains(t, logs, secretToken)
+		require.NotEmpty(t, buf.messages("backing off"))
+		require.Contains(t, logs, "permission denied for token", "the error is logged, redacted")
+		require.Contains(t, logs, "bad token", "the panic value is logged, redacted")
+
+		names := metricNames(sink)
+		require.Contains(t, names, "consul.cache.okt.hit")
+		require.Contains(t, names, "consul.cache.panict.fetch_panic")
+		for _, n := range names {
+			require.NotContains(t, n, secretToken)
+		}
+	})
+}
+
+// Pins: a waiter's panic error has the token redacted from the panic value, the rest kept.
+func TestEmbedding_TokenRedactedFromPanicError(t *testing.T) {
+	t.Parallel()
+	c, _ := newCache(t, nil)
+	c.RegisterType("panict", FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+		panic(tokenQuotingErr(r))
+	}), nil)
+
+	_, _, err := c.Get("panict", RequestInfo{Token: secretToken, Key: "k"})
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), secretToken)
+	require.Contains(t, err.Error(), "permission denied for token")
+}
+
+// Pins: Get and Notify errors from a Type error quoting the token have it redacted, the rest kept.
+func TestEmbedding_TokenRedactedFromFetchError(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := newCache(t, nil)
+		c.RegisterType("errt", BlockingFetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+			return FetchResult{}, tokenQuotingErr(r)
+		}), nil)
+		req := RequestInfo{Token: secretToken, Key: "k"}
+
+		_, _, err := c.Get("errt", req)
+		require.Error(t, err)
+		require.NotContains(t, err.Error(), secretToken)
+		require.Contains(t, err.Error(), "permission denied for token")
+
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		var evErr atomic.Pointer[error]
+		require.NoError(t, c.NotifyCallback(ctx, "errt", req, "id", func(_ context.Context, e UpdateEvent) {
+			evErr.CompareAndSwap(nil, &e.Err)
+		}))
+		synctest.Wait()
+		require.NotNil(t, evErr.Load())
+		require.Error(t, *evErr.Load())
+		require.NotContains(t, (*evErr.Load()).Error(), secretToken)
+		cancel()
+	})
+}
+
+// Pins: a bypass Get (empty Key) also gets the Type's error with the token redacted.
+func TestEmbedding_TokenRedactedFromBypassError(t *testing.T) {
+	t.Parallel()
+	c, _ := newCache(t, nil)
+	c.RegisterType("errt", FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+		return FetchResult{}, tokenQuotingErr(r)
+	}), nil)
+
+	_, _, err := c.Get("errt", RequestInfo{Token: secretToken})
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), secretToken)
+	require.Contains(t, err.Error(), "permission denied for token")
+}
+
+// secretToken is an ACL token that must never leak out of the cache.
+const secretToken = "s3cr3t-acl-7f2e9c"
+
+// tokenQuotingErr is a Type error that quotes the request's token, as careless
+// RPC layers do.
+func tokenQuotingErr(r Request) error {
+	return fmt.Errorf("permission denied for token %s", r.CacheInfo().Token)
 }

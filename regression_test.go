@@ -5,166 +5,63 @@ package cache
 // of each test names the defect, with its Consul issue where there is one,
 // and says what the seed's design did wrong, so that it reads as the failure
 // the test prevents.
+//
+// The last sections pin, one test each, the defects found later by review
+// and by tests written from Consul's documented behaviour.
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+	"weak"
 
+	metrics "github.com/armon/go-metrics"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 )
 
-// ---------------------------------------------------------------------------
-// Helpers (prefixed "reg" so they do not collide with other test files).
-
-// regContextType adapts a function to a ContextType: the cache must call
-// FetchContext, never Fetch.
-type regContextType struct {
-	blocking bool
-	fetch    func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error)
-}
-
-func (rt regContextType) Fetch(FetchOptions, Request) (FetchResult, error) {
-	return FetchResult{}, errors.New("cache test: Fetch called on a ContextType")
-}
-
-func (rt regContextType) FetchContext(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
-	return rt.fetch(ctx, o, r)
-}
-
-func (rt regContextType) SupportsBlocking() bool { return rt.blocking }
-
-// regRecord records, in log, a Fetch of a type that is not a MockType.
-func regRecord(log *cacheFetchLog, o FetchOptions, r Request) {
-	log.record(mock.Arguments{o, r})
-}
-
-// regGate returns a channel and a func that closes it. The func may be
+// newGate returns a channel and a func that closes it. The func may be
 // called more than once, and is called when the test ends, so that a fetch
 // waiting on the channel cannot outlive the bubble. Called before
-// cacheBubble, it opens the gate only after the cache is closed.
-func regGate(t *testing.T) (<-chan struct{}, func()) {
+// bubble, it opens the gate only after the cache is closed.
+func newGate(t *testing.T) (<-chan struct{}, func()) {
 	ch := make(chan struct{})
 	open := sync.OnceFunc(func() { close(ch) })
 	t.Cleanup(open)
 	return ch, open
 }
 
-// regBackOffBase is the documented least back-off after n failures in a
-// row: none up to CacheRefreshBackoffMin, then 2 s, doubling up to
-// CacheRefreshMaxWait. The wait itself adds a stagger below the base.
-func regBackOffBase(n int) time.Duration {
-	if n <= CacheRefreshBackoffMin {
-		return 0
-	}
-	shift := n - CacheRefreshBackoffMin
-	if shift >= 6 { // 64 s: past the cap
-		return CacheRefreshMaxWait
-	}
-	return min(time.Duration(1<<shift)*time.Second, CacheRefreshMaxWait)
-}
-
-// regRequireBackOff checks that times, the start times of failing fetches
-// that each took d (with no RefreshTimer), follow a single back-off
-// schedule: fetch i+1 starts d after fetch i, plus the back-off after i
-// failures, which is at least its base and less than twice it.
-func regRequireBackOff(t *testing.T, times []time.Time, d time.Duration) {
-	t.Helper()
-	for i := 1; i < len(times); i++ {
-		wait := times[i].Sub(times[i-1]) - d
-		base := regBackOffBase(i)
-		if base == 0 {
-			require.Equal(t, time.Duration(0), wait, "wait before fetch %d (after %d failures)", i+1, i)
-			continue
-		}
-		require.GreaterOrEqual(t, wait, base, "wait before fetch %d (after %d failures)", i+1, i)
-		require.Less(t, wait, 2*base, "wait before fetch %d (after %d failures)", i+1, i)
-	}
-}
-
-// regRaise raises m to v if v is greater.
-func regRaise(m *atomic.Int32, v int32) {
+// raiseMax raises m to v if v is greater.
+func raiseMax(m *atomic.Int32, v int32) {
 	for old := m.Load(); v > old && !m.CompareAndSwap(old, v); old = m.Load() {
 	}
 }
 
-// regSleep returns a wait func for cacheFetchLog.on (or for a Fetch of
-// its own) that sleeps d, or less if release is closed first: unlike
-// cacheSleep, it cannot outlive a bubble whose test failed early.
-func regSleep(d time.Duration, release <-chan struct{}) func() {
-	return func() {
-		timer := time.NewTimer(d)
-		defer timer.Stop()
-		select {
-		case <-timer.C:
-		case <-release:
-		}
-	}
-}
-
-// regGoGetContext is cacheGoGet for GetContext.
-func regGoGetContext(ctx context.Context, c *Cache, typ string, r Request) <-chan cacheGetResult {
-	ch := make(chan cacheGetResult, 1)
-	go func() {
-		v, meta, err := c.GetContext(ctx, typ, r)
-		ch <- cacheGetResult{v, meta, err}
-	}()
-	return ch
-}
-
-// regReturnsAfter (in a bubble) returns the result of the Get that sends
+// requireReturnedAfter (in a bubble) returns the result of the Get that sends
 // it on ch, failing unless the Get returns exactly d of fake time from now.
-func regReturnsAfter(t *testing.T, ch <-chan cacheGetResult, d time.Duration) cacheGetResult {
+func requireReturnedAfter(t *testing.T, ch <-chan getResult, d time.Duration) getResult {
 	t.Helper()
 	time.Sleep(d - time.Nanosecond)
-	cacheRequireBlocked(t, ch)
+	requireBlocked(t, ch)
 	time.Sleep(time.Nanosecond)
-	return cacheRequireReturned(t, ch)
+	return requireReturned(t, ch)
 }
 
-// regStack returns runtime.Stack's dump of the current goroutine or, with
-// all, of every goroutine.
-func regStack(all bool) string {
-	buf := make([]byte, 64<<10)
-	for {
-		n := runtime.Stack(buf, all)
-		if n < len(buf) {
-			return string(buf[:n])
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-}
-
-// regWatches returns the number of live Notify watches that the calling
-// goroutine started: goroutines created by Notify or NotifyCallback in it.
-// Unlike synctest.Wait with an idle channel, it tells a watch that ended
-// from one still blocked in a Get.
-func regWatches(t *testing.T) int {
-	t.Helper()
-	self := strings.Fields(regStack(false)) // "goroutine 42 [running]: ..."
-	require.GreaterOrEqual(t, len(self), 2)
-	creator := "\ncreated by " + reflect.TypeFor[Cache]().PkgPath() + ".(*Cache).Notify"
-	parent := " in goroutine " + self[1] + "\n"
-	n := 0
-	for _, g := range strings.Split(regStack(true), "\n\n") {
-		if i := strings.Index(g, creator); i >= 0 && strings.Contains(g[i:], parent) {
-			n++
-		}
-	}
-	return n
-}
-
-// regPanicValue returns what f panicked with, or nil.
-func regPanicValue(f func()) (v any) {
+// panicValue returns what f panicked with, or nil.
+func panicValue(f func()) (v any) {
 	defer func() { v = recover() }()
 	f()
 	return nil
@@ -192,17 +89,17 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 
 	t.Run("RefreshLoops", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
+			c, _ := bubble(t)
 			failing := TestType(t)
-			var failLog cacheFetchLog
+			var failLog fetchLog
 			failLog.on(failing, nil, FetchResult{}, errors.New("down"))
 			c.RegisterType("failing", failing, &RegisterOptions{Refresh: true})
-			var timerLog cacheFetchLog
-			c.RegisterType("timer", cacheIndexType(t, &timerLog), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
+			var timerLog fetchLog
+			c.RegisterType("timer", indexType(t, &timerLog), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
 
 			_, _, err := c.Get("failing", RequestInfo{Key: "k"})
 			require.EqualError(t, err, "down")
-			cacheGet(t, c, "timer", RequestInfo{Key: "k"})
+			requireGet(t, c, "timer", RequestInfo{Key: "k"})
 			synctest.Wait()
 			require.Equal(t, 4, failLog.count(), "three retries at once, then a back-off wait")
 			require.Equal(t, 1, timerLog.count(), "in its RefreshTimer wait")
@@ -216,15 +113,15 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 
 	t.Run("Get", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
-			var log cacheFetchLog
-			c.RegisterType("t", cacheIndexType(t, &log), nil)
-			cacheGet(t, c, "t", RequestInfo{Key: "k"}) // value 1, index 1
+			c, _ := bubble(t)
+			var log fetchLog
+			c.RegisterType("t", indexType(t, &log), nil)
+			requireGet(t, c, "t", RequestInfo{Key: "k"}) // value 1, index 1
 			time.Sleep(time.Minute)
 			require.NoError(t, c.Close())
 			start := time.Now()
 
-			v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, uint64(1), v)
 			require.True(t, meta.Hit, "a hit is still served")
 
@@ -251,34 +148,34 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 
 	t.Run("WaitingGet", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			typ := TestType(t)
-			var log cacheFetchLog
+			var log fetchLog
 			gate := make(chan struct{})
 			log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-			log.on(typ, cacheUntil(release), FetchResult{}, nil).Once() // hangs until the test ends
-			log.on(typ, cacheUntil(gate), FetchResult{Value: "v7", Index: 7}, nil).Once()
+			log.on(typ, waitingFor(release), FetchResult{}, nil).Once() // hangs until the test ends
+			log.on(typ, waitingFor(gate), FetchResult{Value: "v7", Index: 7}, nil).Once()
 			c.RegisterType("t", typ, nil)
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 
-			blocking := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
-			cacheRequireBlocked(t, blocking)
-			fresh := cacheGoGet(c, "t", RequestInfo{Key: "new"})
-			cacheRequireBlocked(t, fresh)
+			blocking := goGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
+			requireBlocked(t, blocking)
+			fresh := goGet(c, "t", RequestInfo{Key: "new"})
+			requireBlocked(t, fresh)
 			require.Equal(t, 3, log.count())
 
 			start := time.Now()
 			require.NoError(t, c.Close())
-			r := cacheRequireReturned(t, blocking)
+			r := requireReturned(t, blocking)
 			require.ErrorIs(t, r.Err, ErrClosed)
 			require.Equal(t, "v5", r.Value)
 			require.Equal(t, uint64(5), r.Meta.Index)
 			require.Zero(t, time.Since(start), "a wait for a change ends at Close")
 			// A Get waiting for a value it does not have gets the result of
 			// the fetch in flight.
-			cacheRequireBlocked(t, fresh)
+			requireBlocked(t, fresh)
 			close(gate)
-			r = cacheRequireReturned(t, fresh)
+			r = requireReturned(t, fresh)
 			require.NoError(t, r.Err)
 			require.Equal(t, "v7", r.Value)
 			synctest.Wait()
@@ -288,14 +185,14 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 
 	t.Run("Notify", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			blocking := TestType(t)
-			var blockingLog cacheFetchLog
+			var blockingLog fetchLog
 			blockingLog.on(blocking, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
-			blockingLog.on(blocking, cacheUntil(release), FetchResult{}, nil)
+			blockingLog.on(blocking, waitingFor(release), FetchResult{}, nil)
 			c.RegisterType("blocking", blocking, nil)
 			polling := TestTypeNonBlocking(t)
-			var pollingLog cacheFetchLog
+			var pollingLog fetchLog
 			pollingLog.on(polling, nil, FetchResult{Value: "p", Index: 1}, nil)
 			c.RegisterType("polling", polling, nil)
 
@@ -306,39 +203,39 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 			require.NoError(t, c.Notify(ctx, "polling", RequestInfo{Key: "k", MaxAge: time.Minute}, "polling", ch))
 			got := map[string]any{}
 			for range 2 {
-				ev := notifyRecv(t, ch, time.Second)
+				ev := recvEvent(t, ch, time.Second)
 				got[ev.CorrelationID] = ev.Result
 			}
 			require.Equal(t, map[string]any{"blocking": "v5", "polling": "p"}, got)
 			synctest.Wait()
-			require.Equal(t, 2, regWatches(t), "one watch in a blocking Get, one between polls")
+			require.Equal(t, 2, liveWatches(t), "one watch in a blocking Get, one between polls")
 
 			require.NoError(t, c.Close())
 			synctest.Wait()
-			require.Zero(t, regWatches(t), "Close ended both watches")
-			notifyNoEvent(t, ch)
+			require.Zero(t, liveWatches(t), "Close ended both watches")
+			requireNoEvent(t, ch)
 			time.Sleep(5 * time.Hour)
-			notifyNoEvent(t, ch)
+			requireNoEvent(t, ch)
 			require.Equal(t, 2, blockingLog.count(), "no fetch after Close")
 			require.Equal(t, 1, pollingLog.count(), "no poll after Close")
 
 			err := c.Notify(ctx, "blocking", RequestInfo{Key: "k"}, "late", ch)
 			require.ErrorIs(t, err, ErrClosed)
-			require.Zero(t, regWatches(t), "no watch started")
+			require.Zero(t, liveWatches(t), "no watch started")
 		})
 	})
 
 	t.Run("FetchContext", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
-			var log cacheFetchLog
+			c, release := bubble(t)
+			var log fetchLog
 			type abandon struct {
 				at  time.Time
 				err error
 			}
 			abandoned := make(chan abandon, 1)
-			c.RegisterType("t", regContextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
-				regRecord(&log, o, r)
+			c.RegisterType("t", contextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
+				log.add(o, r)
 				if o.MinIndex == 0 {
 					return FetchResult{Value: "v1", Index: 1}, nil
 				}
@@ -350,7 +247,7 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 				abandoned <- abandon{time.Now(), ctx.Err()}
 				return FetchResult{}, ctx.Err()
 			}}, &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute})
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 			time.Sleep(time.Minute)
 			require.Equal(t, 2, log.count(), "the refresh is a blocking fetch")
 
@@ -387,15 +284,15 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 func TestRegression8541_RefreshChainsDoNotMultiply(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		const fetchTime = time.Second
-		var log cacheFetchLog
+		var log fetchLog
 		var inFlight, maxInFlight atomic.Int32
 		c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
-			regRecord(&log, o, r)
-			regRaise(&maxInFlight, inFlight.Add(1))
+			log.add(o, r)
+			raiseMax(&maxInFlight, inFlight.Add(1))
 			defer inFlight.Add(-1)
-			regSleep(fetchTime, release)()
+			sleeping(fetchTime, release)()
 			return FetchResult{}, errors.New("down")
 		}), &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute})
 
@@ -404,12 +301,12 @@ func TestRegression8541_RefreshChainsDoNotMultiply(t *testing.T) {
 
 		// Ten minutes of Gets every two seconds: plain, blocking, and
 		// blocking with a timeout shorter than the longest back-off.
-		var gets []<-chan cacheGetResult
+		var gets []<-chan getResult
 		for range 300 {
 			gets = append(gets,
-				cacheGoGet(c, "t", RequestInfo{Key: "k"}),
-				cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5}),
-				cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 30 * time.Second}))
+				goGet(c, "t", RequestInfo{Key: "k"}),
+				goGet(c, "t", RequestInfo{Key: "k", MinIndex: 5}),
+				goGet(c, "t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 30 * time.Second}))
 			time.Sleep(2 * time.Second)
 		}
 		// The last ones wait for the next fetch, at most a capped back-off
@@ -434,7 +331,7 @@ func TestRegression8541_RefreshChainsDoNotMultiply(t *testing.T) {
 		// missing Get would make hundreds.
 		require.GreaterOrEqual(t, len(times), 13)
 		require.LessOrEqual(t, len(times), 19)
-		regRequireBackOff(t, times, fetchTime)
+		requireBackOff(t, times, fetchTime)
 	})
 }
 
@@ -449,39 +346,39 @@ func TestRegression8541_RefreshChainsDoNotMultiply(t *testing.T) {
 // late fetch brought its evicted entry back, and its refresh went on for
 // another TTL, then another, for ever.
 func TestRegression9978_NoResurrection(t *testing.T) {
-	sink := cacheInstallSink(t) // metrics: not parallel
+	sink := installSink(t) // metrics: not parallel
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
-		log.on(typ, regSleep(90*time.Minute, release), FetchResult{Value: "v2", Index: 2}, nil).Once()
+		log.on(typ, sleeping(90*time.Minute, release), FetchResult{Value: "v2", Index: 2}, nil).Once()
 		log.on(typ, nil, FetchResult{Value: "v3", Index: 3}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("resurrect_t", typ, &RegisterOptions{
 			Refresh: true, RefreshTimeout: 2 * time.Hour, LastGetTTL: time.Hour,
 		})
 		const entries = "consul.cache.entries_count"
 
-		_, meta := cacheGet(t, c, "resurrect_t", RequestInfo{Key: "k"})
+		_, meta := requireGet(t, c, "resurrect_t", RequestInfo{Key: "k"})
 		require.False(t, meta.Hit)
-		require.Equal(t, float32(1), cacheGauge(t, sink, entries))
+		require.Equal(t, float32(1), sinkGauge(t, sink, entries))
 
 		time.Sleep(61 * time.Minute)
-		require.Equal(t, float32(0), cacheGauge(t, sink, entries), "evicted at 1h")
+		require.Equal(t, float32(0), sinkGauge(t, sink, entries), "evicted at 1h")
 		require.Equal(t, 2, log.count(), "with its refresh in flight")
 
 		time.Sleep(2 * time.Hour) // the refresh returned at 1h30m
 		require.Equal(t, 2, log.count(), "the loop ended with the late fetch")
-		require.Equal(t, float32(0), cacheGauge(t, sink, entries), "the late value did not bring the entry back")
-		require.Equal(t, 1, cacheCounter(sink, "consul.cache.evict_expired"))
+		require.Equal(t, float32(0), sinkGauge(t, sink, entries), "the late value did not bring the entry back")
+		require.Equal(t, 1, sinkCounter(sink, "consul.cache.evict_expired"))
 
-		v, meta := cacheGet(t, c, "resurrect_t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "resurrect_t", RequestInfo{Key: "k"})
 		require.False(t, meta.Hit, "a miss")
 		require.Equal(t, "v3", v)
 		require.Equal(t, uint64(0), log.opt(2).MinIndex, "fetched from scratch")
 		require.Nil(t, log.opt(2).LastResult, "fetched from scratch")
-		require.Equal(t, float32(1), cacheGauge(t, sink, entries))
+		require.Equal(t, float32(1), sinkGauge(t, sink, entries))
 	})
 }
 
@@ -500,40 +397,40 @@ func TestRegression9978_NoResurrection(t *testing.T) {
 // LastResult.
 func TestRegression9979_WatchedEntryDoesNotExpire(t *testing.T) {
 	t.Run("BlockingGet", func(t *testing.T) {
-		sink := cacheInstallSink(t) // metrics: not parallel
+		sink := installSink(t) // metrics: not parallel
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			typ := TestType(t)
-			var log cacheFetchLog
+			var log fetchLog
 			log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
-			log.on(typ, regSleep(2*time.Hour, release), FetchResult{Value: "v2", Index: 2}, nil).Once()
+			log.on(typ, sleeping(2*time.Hour, release), FetchResult{Value: "v2", Index: 2}, nil).Once()
 			log.on(typ, nil, FetchResult{Value: "v3", Index: 3}, nil) // not expected
 			c.RegisterType("watched_get", typ, &RegisterOptions{LastGetTTL: time.Hour})
-			cacheGet(t, c, "watched_get", RequestInfo{Key: "k"})
+			requireGet(t, c, "watched_get", RequestInfo{Key: "k"})
 
 			start := time.Now()
-			v, meta := cacheGet(t, c, "watched_get", RequestInfo{Key: "k", MinIndex: 1, Timeout: 3 * time.Hour})
+			v, meta := requireGet(t, c, "watched_get", RequestInfo{Key: "k", MinIndex: 1, Timeout: 3 * time.Hour})
 			require.Equal(t, 2*time.Hour, time.Since(start), "returned with the fetch")
 			require.Equal(t, "v2", v)
 			require.Equal(t, ResultMeta{Index: 2}, meta)
 
-			v, meta = cacheGet(t, c, "watched_get", RequestInfo{Key: "k"})
+			v, meta = requireGet(t, c, "watched_get", RequestInfo{Key: "k"})
 			require.Equal(t, "v2", v)
 			require.Equal(t, ResultMeta{Hit: true, Index: 2}, meta, "still cached")
 			require.Equal(t, 2, log.count())
-			require.Zero(t, cacheCounter(sink, "consul.cache.evict_expired"))
+			require.Zero(t, sinkCounter(sink, "consul.cache.evict_expired"))
 		})
 	})
 
 	t.Run("Notify", func(t *testing.T) {
-		sink := cacheInstallSink(t) // metrics: not parallel
+		sink := installSink(t) // metrics: not parallel
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
-			var log cacheFetchLog
+			c, release := bubble(t)
+			var log fetchLog
 			c.RegisterType("watched_notify", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
-				regRecord(&log, o, r)
+				log.add(o, r)
 				if o.MinIndex > 0 {
-					regSleep(30*time.Minute, release)() // then the data changes
+					sleeping(30*time.Minute, release)() // then the data changes
 				}
 				return FetchResult{Value: o.MinIndex + 1, Index: o.MinIndex + 1}, nil
 			}), &RegisterOptions{LastGetTTL: 10 * time.Minute})
@@ -546,12 +443,12 @@ func TestRegression9979_WatchedEntryDoesNotExpire(t *testing.T) {
 			cancel()
 			synctest.Wait()
 			for i := uint64(1); i <= 7; i++ {
-				ev := notifyRecv(t, ch, time.Second)
+				ev := recvEvent(t, ch, time.Second)
 				require.NoError(t, ev.Err)
 				require.Equal(t, i, ev.Result)
 				require.Equal(t, i, ev.Meta.Index)
 			}
-			notifyNoEvent(t, ch)
+			requireNoEvent(t, ch)
 			require.Equal(t, 8, log.count(), "a first fetch, then one per 30 minutes")
 			for i := 1; i < log.count(); i++ {
 				o := log.opt(i)
@@ -559,7 +456,7 @@ func TestRegression9979_WatchedEntryDoesNotExpire(t *testing.T) {
 				require.NotNil(t, o.LastResult, "fetch %d", i+1)
 				require.Equal(t, uint64(i), o.LastResult.Index, "fetch %d", i+1)
 			}
-			require.Zero(t, cacheCounter(sink, "consul.cache.evict_expired"))
+			require.Zero(t, sinkCounter(sink, "consul.cache.evict_expired"))
 		})
 	})
 }
@@ -578,12 +475,12 @@ func TestRegression9979_WatchedEntryDoesNotExpire(t *testing.T) {
 func TestRegression9588_FailingRefreshStopsAtTTL(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		const fetchTime = 4 * time.Minute
-		var log cacheFetchLog
+		var log fetchLog
 		c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
-			regRecord(&log, o, r)
-			regSleep(fetchTime, release)()
+			log.add(o, r)
+			sleeping(fetchTime, release)()
 			return FetchResult{}, errors.New("down")
 		}), &RegisterOptions{Refresh: true, RefreshTimeout: fetchTime, LastGetTTL: 10 * time.Minute})
 		info := RequestInfo{Key: "k"}
@@ -599,26 +496,26 @@ func TestRegression9588_FailingRefreshStopsAtTTL(t *testing.T) {
 		// Fetches 3 and 4 fail at 12m and 16m; fetch 5 starts after a 2-4s
 		// back-off and is in flight at 18m.
 		time.Sleep(time.Until(evictAt) - time.Second)
-		require.True(t, expiryCached(c, "t", info), "kept until LastGetTTL after the last Get")
+		require.True(t, isCached(c, "t", info), "kept until LastGetTTL after the last Get")
 		require.Equal(t, 5, log.count())
 		time.Sleep(2 * time.Second)
-		require.False(t, expiryCached(c, "t", info), "evicted LastGetTTL after the last Get")
+		require.False(t, isCached(c, "t", info), "evicted LastGetTTL after the last Get")
 
 		time.Sleep(5 * time.Hour)
-		require.False(t, expiryCached(c, "t", info), "the late failure did not bring the entry back")
+		require.False(t, isCached(c, "t", info), "the late failure did not bring the entry back")
 		require.Equal(t, 5, log.count(), "the refresh stopped")
-		regRequireBackOff(t, log.startTimes(), fetchTime)
+		requireBackOff(t, log.startTimes(), fetchTime)
 	})
 }
 
 // ---------------------------------------------------------------------------
 // Blocking Gets.
 
-// regPauseType is a blocking type whose SupportsBlocking can be made to
+// pauseType is a blocking type whose SupportsBlocking can be made to
 // stop, once, on a chosen call, until the test resumes it. A Get consults
 // SupportsBlocking between its look at the entry and joining a fetch, so
 // this opens the window of a race with a fetch that publishes meanwhile.
-type regPauseType struct {
+type pauseType struct {
 	BlockingFetchFunc
 
 	mu      sync.Mutex
@@ -630,7 +527,7 @@ type regPauseType struct {
 
 // arm makes the n-th call of SupportsBlocking from now on close paused,
 // then wait until resume is called (at the latest when the test ends).
-func (p *regPauseType) arm(t *testing.T, n int) (paused <-chan struct{}, resume func()) {
+func (p *pauseType) arm(t *testing.T, n int) (paused <-chan struct{}, resume func()) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.calls, p.pauseAt = 0, n
@@ -640,7 +537,7 @@ func (p *regPauseType) arm(t *testing.T, n int) (paused <-chan struct{}, resume 
 	return p.paused, resume
 }
 
-func (p *regPauseType) SupportsBlocking() bool {
+func (p *pauseType) SupportsBlocking() bool {
 	p.mu.Lock()
 	var paused, resume chan struct{}
 	if p.pauseAt > 0 {
@@ -671,11 +568,11 @@ func (p *regPauseType) SupportsBlocking() bool {
 func TestRegression5793_NoStall(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		gate, open := regGate(t)
-		c, release := cacheBubble(t)
-		var log cacheFetchLog
-		typ := &regPauseType{BlockingFetchFunc: func(o FetchOptions, r Request) (FetchResult, error) {
-			regRecord(&log, o, r)
+		gate, open := newGate(t)
+		c, release := bubble(t)
+		var log fetchLog
+		typ := &pauseType{BlockingFetchFunc: func(o FetchOptions, r Request) (FetchResult, error) {
+			log.add(o, r)
 			switch o.MinIndex {
 			case 0:
 				return FetchResult{Value: "v5", Index: 5}, nil
@@ -688,17 +585,17 @@ func TestRegression5793_NoStall(t *testing.T) {
 			}
 		}}
 		c.RegisterType("t", typ, nil)
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 
 		// A blocking Get starts the fetch that will bring index 6.
-		first := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
-		cacheRequireBlocked(t, first)
+		first := goGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
+		requireBlocked(t, first)
 
 		// A second one stops after it loaded the entry's result: its first
 		// SupportsBlocking call is the check for a hit at first sight, its
 		// second the same check on the result it will wait on.
 		paused, resume := typ.arm(t, 2)
-		second := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
+		second := goGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
 		synctest.Wait()
 		select {
 		case <-paused:
@@ -707,12 +604,12 @@ func TestRegression5793_NoStall(t *testing.T) {
 		}
 
 		open() // index 6 is published while the second Get looks away
-		r := cacheRequireReturned(t, first)
+		r := requireReturned(t, first)
 		require.Equal(t, "v6", r.Value)
 
 		start := time.Now()
 		resume()
-		r = cacheRequireReturned(t, second)
+		r = requireReturned(t, second)
 		require.NoError(t, r.Err)
 		require.Equal(t, "v6", r.Value)
 		require.Equal(t, ResultMeta{Index: 6}, r.Meta)
@@ -735,25 +632,25 @@ func TestRegression5793_NoStall(t *testing.T) {
 func TestRegression12048_RevalidateNotBehindBlockingQuery(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		sideGate, openSide := regGate(t)
-		c, release := cacheBubble(t)
-		var log cacheFetchLog
+		sideGate, openSide := newGate(t)
+		c, release := bubble(t)
+		var log fetchLog
 		var sides, sidesInFlight, maxSidesInFlight atomic.Int32
 		c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
-			regRecord(&log, o, r)
+			log.add(o, r)
 			switch {
 			case o.LastResult == nil: // the first fetch
 				return FetchResult{Value: "v5", Index: 5}, nil
 			case o.MinIndex == 0: // a revalidation
 				n := sides.Add(1)
-				regRaise(&maxSidesInFlight, sidesInFlight.Add(1))
+				raiseMax(&maxSidesInFlight, sidesInFlight.Add(1))
 				defer sidesInFlight.Add(-1)
 				if n == 1 {
 					<-sideGate
 				}
 				return FetchResult{Value: fmt.Sprint("fresh", n), Index: 5}, nil
 			case o.MinIndex == 5: // the blocking query: 10 minutes to a change
-				regSleep(10*time.Minute, release)()
+				sleeping(10*time.Minute, release)()
 				return FetchResult{Value: "v6", Index: 6}, nil
 			default:
 				<-release
@@ -763,41 +660,41 @@ func TestRegression12048_RevalidateNotBehindBlockingQuery(t *testing.T) {
 		revalidate := RequestInfo{Key: "k", MustRevalidate: true}
 		maxAge := RequestInfo{Key: "k", MaxAge: 30 * time.Second}
 
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		time.Sleep(time.Minute) // older than maxAge
 		blockingStart := time.Now()
-		blocking := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
-		cacheRequireBlocked(t, blocking)
+		blocking := goGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
+		requireBlocked(t, blocking)
 		require.Equal(t, 2, log.count())
 
 		// Concurrent revalidations share one fetch.
 		start := time.Now()
-		var chs []<-chan cacheGetResult
+		var chs []<-chan getResult
 		for _, info := range []RequestInfo{revalidate, maxAge, revalidate, maxAge} {
-			chs = append(chs, cacheGoGet(c, "t", info))
+			chs = append(chs, goGet(c, "t", info))
 		}
 		synctest.Wait()
 		require.Equal(t, int32(1), sides.Load(), "one revalidation for all")
 		openSide()
 		for i, ch := range chs {
-			r := cacheRequireReturned(t, ch)
+			r := requireReturned(t, ch)
 			require.NoError(t, r.Err, "Get %d", i)
 			require.Equal(t, "fresh1", r.Value, "Get %d", i)
 			require.Equal(t, ResultMeta{Index: 5}, r.Meta, "Get %d", i)
 		}
 		require.Zero(t, time.Since(start), "in the same instant")
-		cacheRequireBlocked(t, blocking)
+		requireBlocked(t, blocking)
 
 		// One at a time, each revalidates at once.
 		time.Sleep(time.Minute) // fresh1 is older than maxAge
 		start = time.Now()
-		v, meta := cacheGet(t, c, "t", maxAge)
+		v, meta := requireGet(t, c, "t", maxAge)
 		require.Equal(t, "fresh2", v)
 		require.Equal(t, ResultMeta{Index: 5}, meta)
-		v, _ = cacheGet(t, c, "t", revalidate)
+		v, _ = requireGet(t, c, "t", revalidate)
 		require.Equal(t, "fresh3", v)
 		require.Zero(t, time.Since(start), "in the same instant")
-		cacheRequireBlocked(t, blocking)
+		requireBlocked(t, blocking)
 
 		require.Equal(t, int32(1), maxSidesInFlight.Load())
 		require.Equal(t, 5, log.count())
@@ -829,28 +726,28 @@ func TestRegression12048_RevalidateNotBehindBlockingQuery(t *testing.T) {
 func TestRegression_IndexResetGet(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		gate, open := regGate(t)
-		c, release := cacheBubble(t)
+		gate, open := newGate(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v10", Index: 10}, nil).Once()
-		log.on(typ, cacheUntil(gate), FetchResult{Value: "v3", Index: 3}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(gate), FetchResult{Value: "v3", Index: 3}, nil).Once()
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, nil)
-		cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
 
-		ch := cacheGoGet(c, "t", RequestInfo{Key: "k", MinIndex: 10})
-		cacheRequireBlocked(t, ch)
+		ch := goGet(c, "t", RequestInfo{Key: "k", MinIndex: 10})
+		requireBlocked(t, ch)
 		start := time.Now()
 		open()
-		r := cacheRequireReturned(t, ch)
+		r := requireReturned(t, ch)
 		require.NoError(t, r.Err)
 		require.Equal(t, "v3", r.Value)
 		require.Equal(t, ResultMeta{Index: 3}, r.Meta)
 		require.Zero(t, time.Since(start))
 		require.Equal(t, 2, log.count(), "no fetch waiting for the index to pass 10 again")
 
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, "v3", v)
 		require.Equal(t, ResultMeta{Hit: true, Index: 3}, meta)
 	})
@@ -870,25 +767,25 @@ func TestRegression_IndexResetGet(t *testing.T) {
 func TestRegression6521_NotifyRecoversAfterFirstError(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{}, errors.New("no cluster leader")).Once()
 		log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		ch := make(chan UpdateEvent, 10)
 		require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k"}, "id", ch))
 
-		ev := notifyRecv(t, ch, time.Minute)
+		ev := recvEvent(t, ch, time.Minute)
 		require.Equal(t, "id", ev.CorrelationID)
 		require.EqualError(t, ev.Err, "no cluster leader")
 		require.Nil(t, ev.Result)
-		ev = notifyRecv(t, ch, time.Minute)
+		ev = recvEvent(t, ch, time.Minute)
 		require.Equal(t, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 1}}, ev)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 
 		require.Equal(t, 3, log.count())
 		require.Zero(t, log.opt(1).MinIndex, "after the error the fetch does not block")
@@ -909,32 +806,32 @@ func TestRegression6521_NotifyRecoversAfterFirstError(t *testing.T) {
 func TestRegression8092_NotifyCancelDuringBlockingFetch(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		gate, open := regGate(t)
-		c, _ := cacheBubble(t)
+		gate, open := newGate(t)
+		c, _ := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v1", Index: 1}, nil).Once()
-		log.on(typ, cacheUntil(gate), FetchResult{Value: "v2", Index: 2}, nil).Once()
+		log.on(typ, waitingFor(gate), FetchResult{Value: "v2", Index: 2}, nil).Once()
 		c.RegisterType("t", typ, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		ch := make(chan UpdateEvent, 10)
 		require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k"}, "id", ch))
-		require.Equal(t, "v1", notifyRecv(t, ch, time.Second).Result)
+		require.Equal(t, "v1", recvEvent(t, ch, time.Second).Result)
 		time.Sleep(time.Minute)
 		require.Equal(t, 2, log.count(), "the watch waits for a blocking fetch")
-		require.Equal(t, 1, regWatches(t))
+		require.Equal(t, 1, liveWatches(t))
 
 		start := time.Now()
 		cancel()
 		synctest.Wait()
-		require.Zero(t, regWatches(t), "the watch ended while its fetch is in flight")
+		require.Zero(t, liveWatches(t), "the watch ended while its fetch is in flight")
 		require.Zero(t, time.Since(start))
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 
 		open() // the fetch answers; nobody is left to hear it
 		synctest.Wait()
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		require.Equal(t, 2, log.count())
 	})
 }
@@ -949,13 +846,13 @@ func TestRegression8092_NotifyCancelDuringBlockingFetch(t *testing.T) {
 func TestRegression_IndexResetNotify(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
+		c, release := bubble(t)
 		typ := TestType(t)
-		var log cacheFetchLog
+		var log fetchLog
 		log.on(typ, nil, FetchResult{Value: "v10", Index: 10}, nil).Once()
-		log.on(typ, regSleep(time.Minute, release), FetchResult{Value: "v3", Index: 3}, nil).Once()
-		log.on(typ, regSleep(time.Minute, release), FetchResult{Value: "v4", Index: 4}, nil).Once()
-		log.on(typ, cacheUntil(release), FetchResult{}, nil)
+		log.on(typ, sleeping(time.Minute, release), FetchResult{Value: "v3", Index: 3}, nil).Once()
+		log.on(typ, sleeping(time.Minute, release), FetchResult{Value: "v4", Index: 4}, nil).Once()
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
 		c.RegisterType("t", typ, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -966,10 +863,10 @@ func TestRegression_IndexResetNotify(t *testing.T) {
 			value string
 			index uint64
 		}{{"v10", 10}, {"v3", 3}, {"v4", 4}} {
-			ev := notifyRecv(t, ch, 2*time.Minute)
+			ev := recvEvent(t, ch, 2*time.Minute)
 			require.Equal(t, UpdateEvent{CorrelationID: "id", Result: want.value, Meta: ResultMeta{Index: want.index}}, ev)
 		}
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		var minIndexes []uint64
 		for i := 0; i < log.count(); i++ {
 			minIndexes = append(minIndexes, log.opt(i).MinIndex)
@@ -992,14 +889,14 @@ func TestRegression_PollingNotifyDeliversErrors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const failures = 6
 		var calls int
-		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, false, func(FetchOptions) (FetchResult, error) {
 			calls++
 			if calls <= failures {
 				return FetchResult{}, fmt.Errorf("down %d", calls)
 			}
 			return FetchResult{Value: "v", Index: 3}, nil
 		})
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		c.RegisterType("t", typ, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -1007,17 +904,17 @@ func TestRegression_PollingNotifyDeliversErrors(t *testing.T) {
 		require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k", MaxAge: 10 * time.Second}, "id", ch))
 
 		for i := 1; i <= failures; i++ {
-			ev := notifyRecv(t, ch, 2*CacheRefreshMaxWait)
+			ev := recvEvent(t, ch, 2*CacheRefreshMaxWait)
 			require.Equal(t, "id", ev.CorrelationID)
 			require.EqualError(t, ev.Err, fmt.Sprint("down ", i))
 			require.Nil(t, ev.Result)
 		}
-		ev := notifyRecv(t, ch, 2*CacheRefreshMaxWait)
+		ev := recvEvent(t, ch, 2*CacheRefreshMaxWait)
 		require.Equal(t, UpdateEvent{CorrelationID: "id", Result: "v", Meta: ResultMeta{Index: 3}}, ev)
-		regRequireBackOff(t, times()[:failures+1], 0)
+		requireBackOff(t, times()[:failures+1], 0)
 
 		time.Sleep(time.Minute) // polls that find the value unchanged
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		cancel()
 	})
 }
@@ -1040,14 +937,14 @@ func TestRegression_PollingNotifyDeliversErrors(t *testing.T) {
 func TestRegression23368_RefreshNotTiedToCallerContext(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, release := cacheBubble(t)
-		var log cacheFetchLog
+		c, release := bubble(t)
+		var log fetchLog
 		var mu sync.Mutex
 		var ctxErrs []error
-		c.RegisterType("t", regContextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
-			regRecord(&log, o, r)
+		c.RegisterType("t", contextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
+			log.add(o, r)
 			if o.MinIndex == 0 {
-				regSleep(5*time.Second, release)()
+				sleeping(5*time.Second, release)()
 			}
 			mu.Lock()
 			ctxErrs = append(ctxErrs, ctx.Err())
@@ -1068,7 +965,7 @@ func TestRegression23368_RefreshNotTiedToCallerContext(t *testing.T) {
 		mu.Lock()
 		require.Equal(t, make([]error, 11), ctxErrs, "no fetch saw its context done")
 		mu.Unlock()
-		v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+		v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 		require.Equal(t, uint64(11), v)
 		require.Equal(t, ResultMeta{Hit: true, Index: 11}, meta)
 	})
@@ -1088,27 +985,27 @@ func TestRegression_BypassHonoursTimeout(t *testing.T) {
 
 	t.Run("Timeout", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			typ := TestType(t)
-			var log cacheFetchLog
-			log.on(typ, cacheUntil(release), FetchResult{Value: "late", Index: 9}, nil)
+			var log fetchLog
+			log.on(typ, waitingFor(release), FetchResult{Value: "late", Index: 9}, nil)
 			c.RegisterType("t", typ, nil)
 
-			r := regReturnsAfter(t, cacheGoGet(c, "t", RequestInfo{Timeout: time.Second}), time.Second)
-			require.Equal(t, cacheGetResult{}, r, "no value, no meta, no error")
+			r := requireReturnedAfter(t, goGet(c, "t", RequestInfo{Timeout: time.Second}), time.Second)
+			require.Equal(t, getResult{}, r, "no value, no meta, no error")
 			require.Equal(t, 1, log.count())
 		})
 	})
 
 	t.Run("FetchContext", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			type abandon struct {
 				at  time.Time
 				err error
 			}
 			abandoned := make(chan abandon, 3)
-			c.RegisterType("t", regContextType{fetch: func(ctx context.Context, _ FetchOptions, _ Request) (FetchResult, error) {
+			c.RegisterType("t", contextType{fetch: func(ctx context.Context, _ FetchOptions, _ Request) (FetchResult, error) {
 				select {
 				case <-ctx.Done():
 				case <-release: // never cancelled: end with the test
@@ -1130,21 +1027,21 @@ func TestRegression_BypassHonoursTimeout(t *testing.T) {
 			}
 
 			start := time.Now()
-			r := regReturnsAfter(t, cacheGoGet(c, "t", RequestInfo{Timeout: time.Second}), time.Second)
-			require.Equal(t, cacheGetResult{}, r, "no value, no meta, no error")
+			r := requireReturnedAfter(t, goGet(c, "t", RequestInfo{Timeout: time.Second}), time.Second)
+			require.Equal(t, getResult{}, r, "no value, no meta, no error")
 			requireAbandoned(start.Add(time.Second))
 
 			ctx, cancel := context.WithCancel(context.Background())
 			time.AfterFunc(5*time.Second, cancel)
 			start = time.Now()
-			r = regReturnsAfter(t, regGoGetContext(ctx, c, "t", RequestInfo{}), 5*time.Second)
+			r = requireReturnedAfter(t, goGetContext(ctx, c, "t", RequestInfo{}), 5*time.Second)
 			require.ErrorIs(t, r.Err, context.Canceled)
 			require.Nil(t, r.Value)
 			require.Equal(t, ResultMeta{}, r.Meta)
 			requireAbandoned(start.Add(5 * time.Second))
 
 			start = time.Now()
-			r = cacheRequireReturned(t, regGoGetContext(ctx, c, "t", RequestInfo{})) // already cancelled
+			r = requireReturned(t, goGetContext(ctx, c, "t", RequestInfo{})) // already cancelled
 			require.ErrorIs(t, r.Err, context.Canceled)
 			require.Zero(t, time.Since(start))
 			requireAbandoned(start)
@@ -1157,11 +1054,11 @@ func TestRegression_BypassHonoursTimeout(t *testing.T) {
 	// context with it.
 	t.Run("Close", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, release := cacheBubble(t)
+			c, release := bubble(t)
 			var fetches atomic.Int32
 			abandoned := make(chan error, 1)
 			gate := make(chan struct{})
-			c.RegisterType("t", regContextType{fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
+			c.RegisterType("t", contextType{fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
 				fetches.Add(1)
 				select {
 				case <-ctx.Done():
@@ -1174,13 +1071,13 @@ func TestRegression_BypassHonoursTimeout(t *testing.T) {
 				return FetchResult{}, ctx.Err()
 			}}, nil)
 
-			value := cacheGoGet(c, "t", RequestInfo{})
-			change := cacheGoGet(c, "t", RequestInfo{MinIndex: 1})
-			cacheRequireBlocked(t, value)
-			cacheRequireBlocked(t, change)
+			value := goGet(c, "t", RequestInfo{})
+			change := goGet(c, "t", RequestInfo{MinIndex: 1})
+			requireBlocked(t, value)
+			requireBlocked(t, change)
 			start := time.Now()
 			require.NoError(t, c.Close())
-			r := cacheRequireReturned(t, change)
+			r := requireReturned(t, change)
 			require.ErrorIs(t, r.Err, ErrClosed)
 			require.Nil(t, r.Value)
 			require.Zero(t, time.Since(start))
@@ -1190,9 +1087,9 @@ func TestRegression_BypassHonoursTimeout(t *testing.T) {
 			default:
 				t.Fatal("the blocking fetch's context is not done after Close")
 			}
-			cacheRequireBlocked(t, value)
+			requireBlocked(t, value)
 			close(gate)
-			r = cacheRequireReturned(t, value)
+			r = requireReturned(t, value)
 			require.NoError(t, r.Err)
 			require.Equal(t, "v", r.Value, "the Get in flight gets its fetch's result")
 
@@ -1224,12 +1121,12 @@ func TestRegression_KeyCollisions(t *testing.T) {
 		c.RegisterType(name, FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
 			fetches.Add(1)
 			i := r.CacheInfo()
-			return FetchResult{Value: cachePartition{name, i.Datacenter, i.Token, i.Key}, Index: 1}, nil
+			return FetchResult{Value: fetchedPartition{name, i.Datacenter, i.Token, i.Key}, Index: 1}, nil
 		}), nil)
 	}
 	// Each group is one entry under a key made by joining the fields with
 	// "/" (or, for the last, with NUL bytes).
-	groups := [][]cachePartition{
+	groups := [][]fetchedPartition{
 		{{"t", "a/b", "c", "k"}, {"t", "a", "b/c", "k"}, {"t", "a", "b", "c/k"}},
 		{{"a/b", "c", "tok", "k"}, {"a", "b/c", "tok", "k"}, {"a", "b", "c/tok", "k"}},
 		{{"t", "", "a/b", "k"}, {"t", "", "a", "b/k"}, {"t", "/a", "b", "k"}},
@@ -1240,7 +1137,7 @@ func TestRegression_KeyCollisions(t *testing.T) {
 	for round := 0; round < 2; round++ {
 		for _, group := range groups {
 			for _, p := range group {
-				v, meta := cacheGet(t, c, p.Type, RequestInfo{Datacenter: p.DC, Token: p.Token, Key: p.Key})
+				v, meta := requireGet(t, c, p.Type, RequestInfo{Datacenter: p.DC, Token: p.Token, Key: p.Key})
 				require.Equal(t, p, v, "round %d", round)
 				require.Equal(t, round == 1, meta.Hit, "round %d: %+v", round, p)
 				if round == 0 {
@@ -1262,13 +1159,13 @@ func TestRegression_KeyCollisions(t *testing.T) {
 func TestRegression_RegisterTypeCopiesOptions(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
-		var plainLog, refreshLog cacheFetchLog
+		c, _ := bubble(t)
+		var plainLog, refreshLog fetchLog
 		plainOpts := &RegisterOptions{}
-		c.RegisterType("plain", cacheIndexType(t, &plainLog), plainOpts)
+		c.RegisterType("plain", indexType(t, &plainLog), plainOpts)
 		refreshed := RegisterOptions{Refresh: true, RefreshTimer: time.Minute, LastGetTTL: 10*time.Minute + 30*time.Second}
 		refreshOpts := &refreshed
-		c.RegisterType("refresh", cacheIndexType(t, &refreshLog), refreshOpts)
+		c.RegisterType("refresh", indexType(t, &refreshLog), refreshOpts)
 		require.Equal(t, RegisterOptions{}, *plainOpts, "no default written")
 		require.Equal(t, RegisterOptions{Refresh: true, RefreshTimer: time.Minute, LastGetTTL: 10*time.Minute + 30*time.Second}, *refreshOpts)
 
@@ -1276,15 +1173,15 @@ func TestRegression_RegisterTypeCopiesOptions(t *testing.T) {
 		*plainOpts = RegisterOptions{Refresh: true, RefreshTimer: time.Second, LastGetTTL: time.Minute}
 		*refreshOpts = RegisterOptions{}
 
-		cacheGet(t, c, "plain", RequestInfo{Key: "k"})
-		cacheGet(t, c, "refresh", RequestInfo{Key: "k"})
+		requireGet(t, c, "plain", RequestInfo{Key: "k"})
+		requireGet(t, c, "refresh", RequestInfo{Key: "k"})
 		time.Sleep(time.Hour)
 
-		_, meta := cacheGet(t, c, "plain", RequestInfo{Key: "k"})
+		_, meta := requireGet(t, c, "plain", RequestInfo{Key: "k"})
 		require.True(t, meta.Hit, "still the 72h default TTL")
 		require.Equal(t, 1, plainLog.count(), "still no refresh")
 		require.Equal(t, 11, refreshLog.count(), "refreshed every minute until evicted at 10m30s")
-		_, meta = cacheGet(t, c, "refresh", RequestInfo{Key: "k"})
+		_, meta = requireGet(t, c, "refresh", RequestInfo{Key: "k"})
 		require.False(t, meta.Hit, "evicted after its own LastGetTTL")
 	})
 }
@@ -1307,9 +1204,9 @@ func TestRegression_BadInput(t *testing.T) {
 
 	t.Run("Requests", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
-			var log cacheFetchLog
-			c.RegisterType("t", cacheIndexType(t, &log), nil)
+			c, _ := bubble(t)
+			var log fetchLog
+			c.RegisterType("t", indexType(t, &log), nil)
 			ctx := t.Context()
 			ch := make(chan UpdateEvent, 1)
 
@@ -1341,7 +1238,7 @@ func TestRegression_BadInput(t *testing.T) {
 
 			synctest.Wait()
 			require.Zero(t, log.count(), "nothing was fetched")
-			require.Zero(t, regWatches(t), "no watch started")
+			require.Zero(t, liveWatches(t), "no watch started")
 			require.Empty(t, ch)
 		})
 	})
@@ -1361,7 +1258,7 @@ func TestRegression_BadInput(t *testing.T) {
 			{"x", typ, &RegisterOptions{RefreshTimer: -time.Second}, "negative"},
 			{"x", typ, &RegisterOptions{Refresh: true, RefreshTimeout: -time.Second}, "negative"},
 		} {
-			v := regPanicValue(func() { c.RegisterType(tc.name, tc.typ, tc.opts) })
+			v := panicValue(func() { c.RegisterType(tc.name, tc.typ, tc.opts) })
 			require.NotNil(t, v, "RegisterType(%q, %v, %+v) did not panic", tc.name, tc.typ, tc.opts)
 			require.Contains(t, fmt.Sprint(v), tc.want)
 		}
@@ -1373,20 +1270,20 @@ func TestRegression_BadInput(t *testing.T) {
 
 	t.Run("ReRegister", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
+			c, _ := bubble(t)
 			a := TestType(t)
 			a.Static(FetchResult{Value: "a", Index: 1}, nil)
 			b := TestType(t)
 			b.Static(FetchResult{Value: "b", Index: 2}, nil)
 
 			c.RegisterType("t", a, nil)
-			v, _ := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			v, _ := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, "a", v)
 			c.RegisterType("t", b, nil)
-			v, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, "a", v)
 			require.Equal(t, ResultMeta{Hit: true, Index: 1}, meta, "the cached value is still served")
-			v, meta = cacheGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 1})
+			v, meta = requireGet(t, c, "t", RequestInfo{Key: "k", MinIndex: 1})
 			require.Equal(t, "b", v, "the next fetch uses the new Type")
 			require.Equal(t, ResultMeta{Index: 2}, meta)
 			a.AssertNumberOfCalls(t, "Fetch", 1)
@@ -1396,21 +1293,21 @@ func TestRegression_BadInput(t *testing.T) {
 
 	t.Run("ReRegisterOptions", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			c, _ := cacheBubble(t)
+			c, _ := bubble(t)
 			a := TestType(t)
 			a.Static(FetchResult{Value: "a", Index: 1}, nil)
 			c.RegisterType("t", a, nil)
-			cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
 			time.Sleep(time.Minute)
-			_, meta := cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			_, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, ResultMeta{Hit: true, Index: 1, Age: time.Minute}, meta)
 			c.RegisterType("t", a, &RegisterOptions{Refresh: true, RefreshTimer: time.Hour})
-			_, meta = cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			_, meta = requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, ResultMeta{Hit: true, Index: 1, Age: time.Minute}, meta,
 				"a hit follows the new registration: not refreshed yet, the value has its age")
 			synctest.Wait()
 			a.AssertNumberOfCalls(t, "Fetch", 2) // the hit started the refresh
-			_, meta = cacheGet(t, c, "t", RequestInfo{Key: "k"})
+			_, meta = requireGet(t, c, "t", RequestInfo{Key: "k"})
 			require.Equal(t, ResultMeta{Hit: true, Index: 1}, meta, "in contact, a refreshed value has no age")
 		})
 	})
@@ -1427,15 +1324,15 @@ func TestRegression_BadInput(t *testing.T) {
 // The seed called Fetch in a bare goroutine, so one panicking Type took the
 // whole agent down.
 func TestRegression_PanickingFetch(t *testing.T) {
-	sink := cacheInstallSink(t) // metrics: not parallel
+	sink := installSink(t) // metrics: not parallel
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := cacheBubble(t)
+		c, _ := bubble(t)
 		c.RegisterType("panic_once", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 			panic("kaboom 42")
 		}), nil)
-		var log cacheFetchLog
+		var log fetchLog
 		c.RegisterType("panic_refresh", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
-			regRecord(&log, o, r)
+			log.add(o, r)
 			panic(fmt.Errorf("assignment to entry in nil map %d", 7))
 		}), &RegisterOptions{Refresh: true})
 
@@ -1454,7 +1351,7 @@ func TestRegression_PanickingFetch(t *testing.T) {
 		synctest.Wait()
 		times := log.startTimes()
 		require.GreaterOrEqual(t, len(times), 10, "the refresh went on")
-		regRequireBackOff(t, times, 0)
+		requireBackOff(t, times, 0)
 
 		n := len(times)
 		for name, want := range map[string]int{
@@ -1465,7 +1362,1216 @@ func TestRegression_PanickingFetch(t *testing.T) {
 			"consul.cache.panic_refresh.fetch_error": n,
 			"consul.cache.panic_refresh.fetch_panic": n,
 		} {
-			require.Equal(t, want, cacheCounter(sink, name), name)
+			require.Equal(t, want, sinkCounter(sink, name), name)
 		}
 	})
+}
+
+// ---------------------------------------------------------------------------
+// Found by trying the cache as a new user would, against Consul v1.4.5's
+// documented behaviour.
+
+// TestRegression_CloseLetsGetsInFlightFinish pins the seed's promise for
+// Close: fetches in flight run to completion and the Gets waiting on them
+// get their result. A Get waiting for a value it does not have (a first
+// fetch, a retry after an error, a revalidation) gets the result of the
+// fetch it waits on, whose context Close does not cancel; its own Timeout
+// still applies. Fetches nobody needs (a background refresh, a Notify
+// watch's) are cancelled, and nothing new starts.
+//
+// Close used to wake every waiting Get with ErrClosed and cancel every
+// fetch, though the fetch then returned a value.
+func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
+	t.Parallel()
+	// ctxType fetches "v" once gate is closed, or fails with its context.
+	ctxType := func(gate <-chan struct{}, cancelled *atomic.Int32) contextType {
+		return contextType{fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
+			select {
+			case <-gate:
+				return FetchResult{Value: "v", Index: o.MinIndex + 1}, nil
+			case <-ctx.Done():
+				cancelled.Add(1)
+				return FetchResult{}, ctx.Err()
+			}
+		}}
+	}
+
+	t.Run("FirstFetch", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := bubble(t)
+			gate := make(chan struct{})
+			var cancelled atomic.Int32
+			c.RegisterType("t", ctxType(gate, &cancelled), nil)
+			plain := goGet(c, "t", RequestInfo{Key: "k"})
+			timed := goGet(c, "t", RequestInfo{Key: "k", Timeout: time.Minute})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			withCtx := goGetContext(ctx, c, "t", RequestInfo{Key: "k"})
+			requireBlocked(t, plain)
+			requireBlocked(t, timed)
+			requireBlocked(t, withCtx)
+
+			require.NoError(t, c.Close())
+			requireBlocked(t, plain)
+			requireBlocked(t, timed)
+			requireBlocked(t, withCtx)
+			v, _, err := c.Get("t", RequestInfo{Key: "other"})
+			require.ErrorIs(t, err, ErrClosed, "nothing new starts")
+			require.Nil(t, v)
+
+			close(gate)
+			for _, ch := range []<-chan getResult{plain, timed, withCtx} {
+				r := requireReturned(t, ch)
+				require.NoError(t, r.Err)
+				require.Equal(t, "v", r.Value)
+			}
+			require.Zero(t, cancelled.Load(), "Close cancelled a fetch that Gets wait on")
+			v, meta, err := c.Get("t", RequestInfo{Key: "k"})
+			require.NoError(t, err, "values stay readable")
+			require.Equal(t, "v", v)
+			require.True(t, meta.Hit)
+		})
+	})
+
+	t.Run("TimeoutStillApplies", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, release := bubble(t)
+			var cancelled atomic.Int32
+			c.RegisterType("t", ctxType(release, &cancelled), nil)
+			timed := goGet(c, "t", RequestInfo{Key: "k", Timeout: time.Minute})
+			requireBlocked(t, timed)
+			require.NoError(t, c.Close())
+			start := time.Now()
+			r := <-timed
+			require.Equal(t, time.Minute, time.Since(start))
+			require.NoError(t, r.Err, "a Get that times out returns no error")
+			require.Nil(t, r.Value)
+			synctest.Wait()
+			require.Equal(t, int32(1), cancelled.Load(), "once nobody waits, the fetch is cancelled")
+		})
+	})
+
+	t.Run("RetryAfterError", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := bubble(t)
+			gate := make(chan struct{})
+			var calls atomic.Int32
+			c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+				if calls.Add(1) == 1 {
+					return FetchResult{}, errors.New("down")
+				}
+				<-gate
+				return FetchResult{Value: "v", Index: 2}, nil
+			}), nil)
+			_, _, err := c.Get("t", RequestInfo{Key: "k"})
+			require.EqualError(t, err, "down")
+			retry := goGet(c, "t", RequestInfo{Key: "k"})
+			requireBlocked(t, retry)
+			require.NoError(t, c.Close())
+			requireBlocked(t, retry)
+			close(gate)
+			r := requireReturned(t, retry)
+			require.NoError(t, r.Err)
+			require.Equal(t, "v", r.Value)
+		})
+	})
+
+	t.Run("Revalidation", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := bubble(t)
+			gate := make(chan struct{})
+			var calls atomic.Int32
+			c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+				if calls.Add(1) > 1 {
+					<-gate
+				}
+				return FetchResult{Value: calls.Load(), Index: uint64(calls.Load())}, nil
+			}), nil)
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
+			time.Sleep(time.Minute)
+			fresh := goGet(c, "t", RequestInfo{Key: "k", MaxAge: time.Second})
+			requireBlocked(t, fresh)
+			require.NoError(t, c.Close())
+			requireBlocked(t, fresh)
+			close(gate)
+			r := requireReturned(t, fresh)
+			require.NoError(t, r.Err)
+			require.Equal(t, int32(2), r.Value)
+		})
+	})
+
+	// A Get waiting for a change returns ErrClosed, whichever it sees
+	// first: Close's wake-up or the error its cancelled fetch stored.
+	t.Run("ChangeWaiterGetsErrClosed", func(t *testing.T) {
+		for range 50 {
+			synctest.Test(t, func(t *testing.T) {
+				c, _ := bubble(t)
+				c.RegisterType("t", contextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, _ Request) (FetchResult, error) {
+					if o.MinIndex == 0 {
+						return FetchResult{Value: "v", Index: 1}, nil
+					}
+					<-ctx.Done()
+					return FetchResult{}, ctx.Err()
+				}}, nil)
+				requireGet(t, c, "t", RequestInfo{Key: "k"})
+				change := goGet(c, "t", RequestInfo{Key: "k", MinIndex: 1})
+				requireBlocked(t, change)
+				require.NoError(t, c.Close())
+				r := requireReturned(t, change)
+				require.ErrorIs(t, r.Err, ErrClosed)
+				require.Equal(t, "v", r.Value)
+			})
+		}
+	})
+
+	t.Run("UnneededFetchesCancelled", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, release := bubble(t)
+			var cancelled atomic.Int32
+			refreshed := ctxType(release, &cancelled)
+			first := true
+			c.RegisterType("t", contextType{blocking: true, fetch: func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
+				if first {
+					first = false
+					return FetchResult{Value: "v", Index: 1}, nil
+				}
+				return refreshed.fetch(ctx, o, r)
+			}}, &RegisterOptions{Refresh: true})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ch := make(chan UpdateEvent, 4)
+			require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k"}, "id", ch))
+			require.Equal(t, "v", recvEvent(t, ch, time.Second).Result)
+			synctest.Wait()
+			require.Zero(t, cancelled.Load())
+
+			require.NoError(t, c.Close())
+			synctest.Wait()
+			require.Equal(t, int32(1), cancelled.Load(), "the refresh (and the watch's wait on it) was cancelled")
+			require.Zero(t, liveWatches(t), "the watch ended")
+		})
+	})
+}
+
+// TestRegression_EmptyResultsBackOff pins that a Fetch returning
+// FetchResult{} and no error (no value, no index) makes a waiting Get back
+// off like a failing refresh, instead of fetching again at once: a handful
+// of fetches before its Timeout, and, without a Timeout, a back-off that
+// keeps growing rather than a core kept busy.
+//
+// Each new loop used to start its attempt count at 0: 215 fetches in
+// 500 ms for a blocking Get on an existing value, 13,610 in 100 ms for a
+// new key.
+func TestRegression_EmptyResultsBackOff(t *testing.T) {
+	t.Parallel()
+	setup := func(t *testing.T, blocking bool) (*Cache, *atomic.Int32) {
+		c, _ := bubble(t)
+		var calls atomic.Int32
+		fetch := func(o FetchOptions, _ Request) (FetchResult, error) {
+			time.Sleep(2 * time.Millisecond)
+			if calls.Add(1) == 1 && blocking {
+				return FetchResult{Value: "v", Index: 5}, nil
+			}
+			return FetchResult{}, nil
+		}
+		if blocking {
+			c.RegisterType("t", BlockingFetchFunc(fetch), nil)
+		} else {
+			c.RegisterType("t", FetchFunc(fetch), nil)
+		}
+		return c, &calls
+	}
+
+	t.Run("BlockingGetOnValue", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, calls := setup(t, true)
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
+			v, meta, err := c.Get("t", RequestInfo{Key: "k", MinIndex: 5, Timeout: 500 * time.Millisecond})
+			require.NoError(t, err)
+			require.Equal(t, "v", v)
+			require.Equal(t, uint64(5), meta.Index)
+			require.LessOrEqual(t, calls.Load(), int32(1+CacheRefreshBackoffMin+1))
+		})
+	})
+
+	t.Run("NewKey", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, calls := setup(t, false)
+			v, _, err := c.Get("t", RequestInfo{Key: "k", Timeout: 100 * time.Millisecond})
+			require.NoError(t, err)
+			require.Nil(t, v)
+			require.LessOrEqual(t, calls.Load(), int32(CacheRefreshBackoffMin+1))
+		})
+	})
+
+	t.Run("NoTimeout", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, calls := setup(t, false)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+			defer cancel()
+			v, _, err := c.GetContext(ctx, "t", RequestInfo{Key: "k"})
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			require.Nil(t, v)
+			// 3 at once, then waits of 2 s, 4 s, ... up to 1-2 minutes:
+			// about 40 in an hour.
+			require.Less(t, calls.Load(), int32(80))
+		})
+	})
+}
+
+// TestRegression_StoppedRefreshNoErrorToPlainGet pins the seed's rule for
+// a Get without MinIndex that finds a valid value: it gets the value and
+// no error, whatever the fetches that ended meanwhile returned, here a
+// StopRefresh that ended the background refresh.
+//
+// A Get woken by the first fetch of a refreshing type returned the value
+// and the terminal error when the loop had run ahead (a NotModified
+// refresh, then StopRefresh) before it looked; and a Get that restarted a
+// stopped refresh returned the value with the error of that fetch.
+func TestRegression_StoppedRefreshNoErrorToPlainGet(t *testing.T) {
+	t.Parallel()
+	terminal := StopRefresh(errors.New("token deleted"))
+
+	t.Run("LoopRanAhead", func(t *testing.T) {
+		for range 50 {
+			synctest.Test(t, func(t *testing.T) {
+				c, _ := bubble(t)
+				var calls atomic.Int32
+				c.RegisterType("t", BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+					switch calls.Add(1) {
+					case 1:
+						return FetchResult{Value: "v", Index: 1}, nil
+					case 2:
+						return FetchResult{NotModified: true, Index: 1}, nil
+					}
+					return FetchResult{}, terminal
+				}), &RegisterOptions{Refresh: true})
+				v, _, err := c.Get("t", RequestInfo{Key: "k"})
+				require.NoError(t, err)
+				require.Equal(t, "v", v)
+			})
+		}
+	})
+
+	t.Run("Restart", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := bubble(t)
+			var calls atomic.Int32
+			c.RegisterType("t", BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+				if calls.Add(1) == 1 {
+					return FetchResult{Value: "v", Index: 1}, nil
+				}
+				return FetchResult{}, terminal
+			}), &RegisterOptions{Refresh: true})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
+			synctest.Wait()
+			require.Equal(t, int32(2), calls.Load(), "the refresh stopped")
+
+			v, meta, err := c.Get("t", RequestInfo{Key: "k"})
+			require.NoError(t, err)
+			require.Equal(t, "v", v)
+			require.False(t, meta.Hit, "the Get fetched again")
+			require.Equal(t, int32(3), calls.Load())
+			_, _, err = c.Get("t", RequestInfo{Key: "k", MinIndex: 1})
+			require.ErrorIs(t, err, terminal, "a Get waiting for something newer gets the error")
+		})
+	})
+}
+
+// TestRegression_RefreshWithoutLoop pins that an entry of a refreshing type
+// that no background refresh keeps current is refreshed from its next Get
+// on, with the age of its value meanwhile: a type registered again with
+// Refresh, and an entry whose refresh loop ended in runtime.Goexit.
+//
+// Such entries were served as fresh forever: no loop was started, Age read
+// 0 and every hit extended their TTL.
+func TestRegression_RefreshWithoutLoop(t *testing.T) {
+	t.Parallel()
+
+	t.Run("ReRegistered", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, release := bubble(t)
+			var index atomic.Uint64
+			index.Store(1)
+			typ := BlockingFetchFunc(func(o FetchOptions, _ Request) (FetchResult, error) {
+				if o.MinIndex >= index.Load() {
+					select { // a blocking query with no change
+					case <-time.After(time.Hour):
+					case <-release:
+					}
+				}
+				return FetchResult{Value: index.Load(), Index: index.Load()}, nil
+			})
+			c.RegisterType("t", typ, nil)
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
+			time.Sleep(time.Minute)
+			c.RegisterType("t", typ, &RegisterOptions{Refresh: true, RefreshTimeout: time.Hour})
+
+			_, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
+			require.Equal(t, ResultMeta{Hit: true, Index: 1, Age: time.Minute}, meta, "not refreshed: the value's age")
+			synctest.Wait() // the refresh blocks on index 1
+			index.Store(2)
+			time.Sleep(2 * time.Hour)
+			v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
+			require.Equal(t, uint64(2), v, "refreshed in the background since the last Get")
+			require.Equal(t, ResultMeta{Hit: true, Index: 2}, meta)
+		})
+	})
+
+	t.Run("LoopExited", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c, _ := bubble(t)
+			var calls atomic.Int32
+			c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, _ Request) (FetchResult, error) {
+				switch calls.Add(1) {
+				case 1:
+					return FetchResult{Value: "v1", Index: 1}, nil
+				case 2:
+					runtime.Goexit()
+				}
+				time.Sleep(time.Second)
+				return FetchResult{Value: "v3", Index: 3}, nil
+			}), &RegisterOptions{Refresh: true, RefreshTimer: time.Minute})
+			requireGet(t, c, "t", RequestInfo{Key: "k"})
+			time.Sleep(2 * time.Minute)
+			require.Equal(t, int32(2), calls.Load(), "the refresh exited")
+
+			_, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
+			require.True(t, meta.Hit)
+			require.Equal(t, 2*time.Minute, meta.Age, "not refreshed: the value's age")
+			time.Sleep(2 * time.Second)
+			v, meta := requireGet(t, c, "t", RequestInfo{Key: "k"})
+			require.Equal(t, "v3", v, "the hit restarted the refresh")
+			require.Equal(t, ResultMeta{Hit: true, Index: 3}, meta)
+		})
+	})
+}
+
+// TestRegression_FirstValueReleased pins that an entry's first value is
+// garbage once a refresh replaced it.
+//
+// The first result lived inside the entry's own allocation, so an entry
+// held its first value (and State) as long as it lived, beside the current
+// one.
+func TestRegression_FirstValueReleased(t *testing.T) {
+	c := TestCache(t)
+	var calls atomic.Int32
+	firstValue := make(chan weak.Pointer[[]byte], 1)
+	c.RegisterType("t", BlockingFetchFunc(func(o FetchOptions, _ Request) (FetchResult, error) {
+		n := calls.Add(1)
+		if n > 4 {
+			<-t.Context().Done() // no more refreshes
+			return FetchResult{}, t.Context().Err()
+		}
+		v := make([]byte, 1<<20)
+		if n == 1 {
+			firstValue <- weak.Make(&v)
+		}
+		return FetchResult{Value: &v, State: &v, Index: uint64(n)}, nil
+	}), &RegisterOptions{Refresh: true})
+	requireGet(t, c, "t", RequestInfo{Key: "k"})
+	wp := <-firstValue
+	require.Eventually(t, func() bool { return calls.Load() == 5 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool {
+		runtime.GC()
+		return wp.Value() == nil
+	}, 10*time.Second, 10*time.Millisecond, "the first value is still reachable after three refreshes")
+}
+
+// TestRegression_FetchContextIsReal pins that contexts a ContextType
+// derives from its fetch's context cost no goroutine each.
+//
+// The fetch context was a type of the cache's own, which the context
+// package can only watch from a goroutine per derived context: 100
+// derived contexts, 100 goroutines.
+func TestRegression_FetchContextIsReal(t *testing.T) {
+	c := TestCache(t)
+	during := make(chan int, 1)
+	c.RegisterType("t", contextType{fetch: func(ctx context.Context, _ FetchOptions, _ Request) (FetchResult, error) {
+		before := runtime.NumGoroutine()
+		var cancels []context.CancelFunc
+		for range 100 {
+			_, cancel := context.WithTimeout(ctx, time.Hour)
+			cancels = append(cancels, cancel)
+		}
+		during <- runtime.NumGoroutine() - before
+		for _, cancel := range cancels {
+			cancel()
+		}
+		return FetchResult{Value: "v", Index: 1}, nil
+	}}, nil)
+	requireGet(t, c, "t", RequestInfo{Key: "k"})
+	require.LessOrEqual(t, <-during, 5, "goroutines started by 100 derived contexts")
+}
+
+// TestRegression_NilContext pins that the exported functions that take a
+// context reject a nil one with an error, at once.
+//
+// GetContext panicked on a miss, and Notify returned nil, then crashed the
+// process from the watch's goroutine.
+func TestRegression_NilContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := bubble(t)
+		var calls atomic.Int32
+		c.RegisterType("t", BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+			calls.Add(1)
+			return FetchResult{Value: "v", Index: 1}, nil
+		}), nil)
+		var nilCtx context.Context
+		_, _, err := c.GetContext(nilCtx, "t", RequestInfo{Key: "k"})
+		require.ErrorContains(t, err, "nil context")
+		_, _, err = GetAs[string](nilCtx, c, "t", RequestInfo{Key: "k"})
+		require.ErrorContains(t, err, "nil context")
+		ch := make(chan UpdateEvent, 1)
+		require.ErrorContains(t, c.Notify(nilCtx, "t", RequestInfo{Key: "k"}, "id", ch), "nil context")
+		require.ErrorContains(t, c.NotifyCallback(nilCtx, "t", RequestInfo{Key: "k"}, "id",
+			func(context.Context, UpdateEvent) {}), "nil context")
+		synctest.Wait()
+		require.Zero(t, calls.Load(), "nothing was fetched")
+		require.Zero(t, liveWatches(t), "no watch started")
+	})
+}
+
+// ---------------------------------------------------------------------------
+// Expiry and MaxEntries eviction under one lock.
+
+// fillHeap prepopulates n entries of a type "t" with LastGetTTL ttl,
+// waits for the expiry loop to settle, and returns them in the order of
+// their keys. It runs in a bubble: the loop then sleeps until time moves,
+// which the test does not let it do, so the test alone works the heap.
+func fillHeap(t *testing.T, c *Cache, n int, ttl time.Duration) []*entry {
+	t.Helper()
+	c.RegisterType("t", TestType(t), &RegisterOptions{LastGetTTL: ttl})
+	es := make([]*entry, n)
+	for i := range es {
+		k := fmt.Sprint("k", i)
+		require.NoError(t, c.Prepopulate("t", FetchResult{Value: i, Index: 1}, "", "", k))
+		es[i] = c.lookupKey("t", "", "", k)
+	}
+	synctest.Wait()
+	return es
+}
+
+// heapOps returns what was done to the heap since snap, a copy of the
+// entries' expiry times: the entries evicted and those re-heaped (each
+// entry, in the tests, is re-heaped at most once). c.expiryMu must be held.
+func heapOps(snap map[*entry]int64) (ops int) {
+	for e, exp := range snap {
+		if e.heapIndex < 0 || e.expires != exp {
+			ops++
+		}
+	}
+	return ops
+}
+
+// expirySnapshot returns the expiry time of every entry in the heap.
+// c.expiryMu must be held.
+func expirySnapshot(c *Cache) map[*entry]int64 {
+	snap := make(map[*entry]int64, len(c.expiry))
+	for _, e := range c.expiry {
+		snap[e] = e.expires
+	}
+	return snap
+}
+
+// TestRegression_ExpiryHeadBounded pins that no hold of expiryMu does more
+// than evictBatch heap fixes and evictions together, however many entries
+// come due at once after being hit: a hit only records its time, so each
+// of them must be re-heaped when it comes due, and inserts (which take
+// expiryMu) waited behind all of those re-heaps at once. Repeated batches
+// still finish the job, with the seed's semantics: a hit entry stays, an
+// idle one goes, and MaxEntries evicts the truly soonest first.
+func TestRegression_ExpiryHeadBounded(t *testing.T) {
+	const n, ttl = 8 * evictBatch, time.Hour
+	t.Run("expiry", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) { checkExpiryBounded(t, n, ttl) })
+	})
+	t.Run("overflow", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) { checkOverflowBounded(t, n, ttl) })
+	})
+}
+
+// checkExpiryBounded: n entries all due, the even ones hit since they were
+// queued (and on top), the odd ones idle.
+func checkExpiryBounded(t *testing.T, n int, ttl time.Duration) {
+	c := TestCache(t)
+	es := fillHeap(t, c, n, ttl)
+	c.expiryMu.Lock()
+	now := c.now()
+	for i, e := range es {
+		if i%2 == 0 {
+			e.expires = now - 2
+			e.lastAccess.Store(now)
+		} else {
+			e.expires = now - 1
+			e.lastAccess.Store(now - int64(ttl) - 1)
+		}
+	}
+	heap.Init(&c.expiry)
+	c.expiryMu.Unlock()
+
+	calls := 0
+	for {
+		calls++
+		require.LessOrEqual(t, calls, 2*n/evictBatch, "the batches finish")
+		c.expiryMu.Lock()
+		snap := expirySnapshot(c)
+		c.expiryMu.Unlock()
+		wait, ok := c.expireDue()
+		c.expiryMu.Lock()
+		ops := heapOps(snap)
+		c.expiryMu.Unlock()
+		require.LessOrEqual(t, ops, evictBatch, "heap fixes and evictions in batch %d", calls)
+		if !ok || wait > 0 {
+			require.True(t, ok)
+			require.Equal(t, ttl, wait, "next due: the hit entries, a TTL after their hit")
+			break
+		}
+	}
+	require.Equal(t, n/evictBatch, calls, "full batches")
+	require.Equal(t, int64(n/2), c.count.Load())
+	c.expiryMu.Lock()
+	defer c.expiryMu.Unlock()
+	requireHeap(t, c.expiry)
+	for i, e := range es {
+		if i%2 == 0 {
+			require.Equal(t, now+int64(ttl), e.expires, "hit entry %d re-heaped at its true expiry", i)
+		} else {
+			require.True(t, e.evicted, "idle entry %d evicted", i)
+		}
+	}
+}
+
+// checkOverflowBounded: n entries, all stale in the heap, entry i truly
+// expiring at now+i, and a bound of n/4: the first 3n/4 must go.
+func checkOverflowBounded(t *testing.T, n int, ttl time.Duration) {
+	c := TestCache(t)
+	es := fillHeap(t, c, n, ttl)
+	makeStale(c, es, ttl)
+	s := *c.settings.Load()
+	s.maxEntries = n / 4
+	c.settings.Store(&s)
+
+	var ev evictions
+	for calls, more := 1, true; more; calls++ {
+		require.LessOrEqual(t, calls, 2*n/evictBatch, "the batches finish")
+		c.expiryMu.Lock()
+		snap := expirySnapshot(c)
+		c.expiryMu.Unlock()
+		more = c.overflowBatch(c.now(), &ev)
+		c.finishEvictions(&ev, c.metrics.evictSize)
+		c.expiryMu.Lock()
+		ops := heapOps(snap)
+		c.expiryMu.Unlock()
+		require.LessOrEqual(t, ops, evictBatch, "heap fixes and evictions in batch %d", calls)
+	}
+	require.Equal(t, int64(n/4), c.count.Load())
+	requireSoonestEvicted(t, c, es, 3*n/4)
+
+	// evictOverflow itself, in batches, ends with the bound respected.
+	makeStale(c, es, ttl)
+	s.maxEntries = n / 8
+	c.settings.Store(&s)
+	c.evictOverflow()
+	require.Equal(t, int64(n/8), c.count.Load())
+	requireSoonestEvicted(t, c, es, 7*n/8)
+}
+
+// makeStale makes the expiry times in the heap stale: entry i of es truly
+// expires at now+i, but is queued as expiring a TTL before now.
+func makeStale(c *Cache, es []*entry, ttl time.Duration) {
+	c.expiryMu.Lock()
+	defer c.expiryMu.Unlock()
+	now := c.now()
+	for i, e := range es {
+		e.expires = now - int64(ttl)
+		e.lastAccess.Store(now - int64(ttl) + int64(i))
+	}
+	heap.Init(&c.expiry)
+}
+
+// requireSoonestEvicted fails unless exactly the first k of es, the
+// soonest to expire, were evicted, and the heap is sound.
+func requireSoonestEvicted(t *testing.T, c *Cache, es []*entry, k int) {
+	t.Helper()
+	c.expiryMu.Lock()
+	defer c.expiryMu.Unlock()
+	requireHeap(t, c.expiry)
+	for i, e := range es {
+		require.Equal(t, i < k, e.evicted, "entry %d evicted", i)
+	}
+}
+
+// reentrantSink is a go-metrics sink that calls into the cache from
+// within a metric update, once: on the first increment of the counter
+// named on, or, for on "entries_count", on the first fall of that gauge
+// (an eviction). It sums the counters and keeps the gauge's last value.
+type reentrantSink struct {
+	metrics.BlackholeSink
+	on   string
+	call func()
+	done chan struct{} // closed once call returned
+
+	fired    atomic.Bool
+	mu       sync.Mutex
+	counters map[string]float32
+	gauge    float32
+}
+
+func (s *reentrantSink) IncrCounterWithLabels(key []string, val float32, _ []metrics.Label) {
+	name := key[len(key)-1]
+	s.mu.Lock()
+	s.counters[name] += val
+	s.mu.Unlock()
+	if name == s.on {
+		s.fire()
+	}
+}
+
+func (s *reentrantSink) SetGaugeWithLabels(key []string, val float32, _ []metrics.Label) {
+	if key[len(key)-1] != "entries_count" {
+		return
+	}
+	s.mu.Lock()
+	fell := val < s.gauge
+	s.gauge = val
+	s.mu.Unlock()
+	if fell && s.on == "entries_count" {
+		s.fire()
+	}
+}
+
+func (s *reentrantSink) fire() {
+	if s.fired.CompareAndSwap(false, true) {
+		s.call()
+		close(s.done)
+	}
+}
+
+// evicted returns the sum of the eviction counters, and the gauge.
+func (s *reentrantSink) evicted() (n, gauge float32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counters["evict_expired"] + s.counters["evict_size"], s.gauge
+}
+
+// TestRegression_MetricsOutsideExpiryLock pins that evictions emit their
+// metrics once expiryMu is released: a sink is the embedder's code, and one
+// that calls back into the cache (Prepopulate, a Get of a new key: both
+// take expiryMu) deadlocked the expiry loop or the Get that evicted to
+// honour MaxEntries. The counters stay exact: one per evicted entry.
+//
+// Not in a bubble: a goroutine blocked on a mutex does not count as
+// blocked there, so the bubble would hang rather than report the deadlock;
+// a generous deadline catches it instead.
+func TestRegression_MetricsOutsideExpiryLock(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		on     string
+		bySize bool
+	}{
+		{"evict_expired", false},
+		{"evict_size", true},
+		{"entries_count", false},
+		{"entries_count", true},
+	} {
+		for _, call := range []string{"prepopulate", "get"} {
+			t.Run(fmt.Sprintf("%s/size=%v/%s", tc.on, tc.bySize, call), func(t *testing.T) {
+				t.Parallel()
+				checkMetricsReentrant(t, tc.on, call, tc.bySize)
+			})
+		}
+	}
+}
+
+// checkMetricsReentrant runs one case: the sink's callback makes call on
+// the metric on; entries are evicted by size (MaxEntries 1) if bySize,
+// else by expiry (a TTL of a millisecond).
+func checkMetricsReentrant(t *testing.T, on, call string, bySize bool) {
+	sink := &reentrantSink{on: on, done: make(chan struct{}), counters: map[string]float32{}}
+	cfg := metrics.DefaultConfig("x")
+	cfg.EnableHostname = false
+	cfg.EnableRuntimeMetrics = false
+	m, err := metrics.New(cfg, sink)
+	require.NoError(t, err)
+	o := &Options{Metrics: m}
+	ttl := time.Millisecond
+	if bySize {
+		o.MaxEntries, ttl = 1, time.Hour
+	}
+	c := New(o)
+	t.Cleanup(func() { c.Close() })
+	c.RegisterType("t", FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+		return FetchResult{Value: r.CacheInfo().Key, Index: 1}, nil
+	}), &RegisterOptions{LastGetTTL: ttl})
+
+	var callErr error
+	sink.call = func() {
+		if call == "prepopulate" {
+			callErr = c.Prepopulate("t", FetchResult{Value: 1, Index: 1}, "", "", "inner")
+		} else {
+			_, _, callErr = c.Get("t", RequestInfo{Key: "inner"})
+		}
+	}
+	// Fed from a goroutine of its own: evicting by size, the Prepopulate
+	// that evicts is the one that would deadlock.
+	const created = 3 // the two keys fed, and the sink's
+	fed := make(chan error, 1)
+	go func() {
+		var err error
+		for i := range created - 1 {
+			err = errors.Join(err, c.Prepopulate("t", FetchResult{Value: i, Index: 1}, "", "", fmt.Sprint("k", i)))
+		}
+		fed <- err
+	}()
+	recvWithin(t, sink.done, "the sink's "+call+" from within "+on)
+	require.NoError(t, callErr)
+	require.NoError(t, recvWithin(t, fed, "feeding the cache"))
+
+	// Every entry created is either still cached or counted once as evicted.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, gauge := sink.evicted()
+		left := c.count.Load()
+		if int(n)+int(left) == created && gauge == float32(left) && (bySize || left == 0) {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "evicted %v, gauge %v, %d cached, of %d created", n, gauge, left, created)
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// recvWithin returns what ch gives, failing unless it does within a deadline
+// far beyond what the work takes: a deadlock, here, is a call that never
+// returns.
+func recvWithin[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	timer := time.NewTimer(20 * time.Second)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("%s never returned: metrics were emitted under expiryMu", what)
+		var zero T
+		return zero
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Hash flooding and hash collisions.
+
+// TestRegression_HashFlooding: the key hash XORed the first eight bytes of
+// each field with a public constant before multiplying, so a key of 8 to
+// 16 bytes starting with that constant hashed to 0 whatever the cache's
+// seed, type, datacenter or token. Anyone choosing keys (URL paths served
+// through cachehttp, say) could put thousands of them in shard 0 on one
+// probe sequence: every miss then scanned them all under the shard's lock
+// and every hit scanned them without it. Keys crafted against the old hash,
+// and keys sharing a long prefix, must now spread over shards and slots as
+// random keys do.
+func TestRegression_HashFlooding(t *testing.T) {
+	t.Parallel()
+	n := 20_000
+	if testing.Short() {
+		n = 5000
+	}
+	for _, kind := range adversarialKinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			c := New(nil)
+			defer c.Close()
+			c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+				return FetchResult{}, errors.New("prepopulated only")
+			}), nil)
+			keys := adversarialKeys(kind, n)
+
+			// Shards first: with the old hash, the crafted keys fail here
+			// at once, before their filling takes quadratic time.
+			perShard := make([]int, shardCount)
+			hashes := make(map[uint64]bool, n)
+			for _, k := range keys {
+				key := c.makeKey(nil, "t", "dc1", "tok", k)
+				perShard[key.shard()]++
+				hashes[key.hash] = true
+			}
+			require.LessOrEqual(t, slices.Max(perShard), 2*n/shardCount,
+				"the largest shard holds more than twice its share")
+			require.Greater(t, len(hashes), n-10, "keys share hashes")
+
+			for _, k := range keys {
+				require.NoError(t, c.Prepopulate("t", FetchResult{Value: k, Index: 1}, "dc1", "tok", k))
+			}
+			mean, longest := probeLengths(c)
+			require.LessOrEqual(t, mean, 3.0, "mean probe length")
+			require.LessOrEqual(t, longest, 256, "longest probe")
+		})
+	}
+}
+
+// probeLengths returns the mean and the largest number of slots a lookup
+// reads to find an entry of c, over all its entries.
+func probeLengths(c *Cache) (mean float64, longest int) {
+	var sum, n int
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		t := s.tab.Load()
+		for j := range t.slots {
+			sl := &t.slots[j]
+			if e := sl.e.Load(); e != nil && e != tombstone {
+				probes := int((uint64(j)-sl.hash.Load())&t.mask) + 1
+				sum += probes
+				n++
+				longest = max(longest, probes)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return float64(sum) / float64(n), longest
+}
+
+// newCollidingCache returns a cache in which every partition hashes to 0:
+// all share shard 0 and one probe sequence, and only the comparison of
+// whole keys tells them apart.
+func newCollidingCache() *Cache {
+	c := New(nil)
+	c.hashSeed.mask = 0 // no entry yet, and no lookup: nothing has hashed
+	return c
+}
+
+// collidingPartitions returns partitions that differ in every field and in
+// where their fields split, each the value its type's fetch returns.
+func collidingPartitions() []entryKey {
+	var ps []entryKey
+	for _, typ := range []string{"a", "b"} {
+		for _, dc := range []string{"", "dc1", "dc2"} {
+			for _, token := range []string{"", "tok1", "tok2"} {
+				for _, key := range []string{"k", "k2"} {
+					ps = append(ps, entryKey{typ, dc, token, key})
+				}
+			}
+		}
+	}
+	return append(ps,
+		entryKey{"a", "dc1tok1", "", "k"},
+		entryKey{"a", "", "dc1tok1", "k"},
+		entryKey{"a", "dc1", "", "tok1k"},
+		entryKey{"a", "dc1", "tok1k", "2"},
+		entryKey{"ab", "", "", "k"},
+	)
+}
+
+// collidingTypes registers types "a", "b" and "ab" on c: each returns its
+// partition as the value and counts its fetches per partition.
+func collidingTypes(c *Cache, opts *RegisterOptions) *sync.Map {
+	var fetches sync.Map // entryKey -> *atomic.Int64
+	for _, typ := range []string{"a", "b", "ab"} {
+		c.RegisterType(typ, FetchFunc(func(_ FetchOptions, r Request) (FetchResult, error) {
+			info := r.CacheInfo()
+			p := entryKey{typ, info.Datacenter, info.Token, info.Key}
+			n, _ := fetches.LoadOrStore(p, new(atomic.Int64))
+			n.(*atomic.Int64).Add(1)
+			return FetchResult{Value: p, Index: 1}, nil
+		}), opts)
+	}
+	return &fetches
+}
+
+// getPartition gets p from c and checks that the value is p's own, and
+// whether it was a hit when wantHit says which it must be (nil: either).
+func getPartition(t *testing.T, c *Cache, p entryKey, wantHit *bool) {
+	v, meta, err := c.Get(p.typ, RequestInfo{Datacenter: p.dc, Token: p.token, Key: p.key})
+	if err != nil || v != p {
+		t.Errorf("Get %+v: got %+v, %v", p, v, err)
+	}
+	if wantHit != nil && meta.Hit != *wantHit {
+		t.Errorf("Get %+v: Hit %v, want %v", p, meta.Hit, *wantHit)
+	}
+}
+
+// getAllConcurrently gets every partition from callers goroutines each.
+func getAllConcurrently(t *testing.T, c *Cache, ps []entryKey, callers int, wantHit *bool) {
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		for range callers {
+			wg.Go(func() { getPartition(t, c, p, wantHit) })
+		}
+	}
+	wg.Wait()
+}
+
+// TestRegression_HashCollisionsKeptApart: no test kept apart two
+// partitions with the same hash, so a lookup that trusted the hash alone,
+// and served one type's, datacenter's or token's value to another, passed
+// the whole suite. With every partition hashed to the same value, each
+// caller must still get its own value: on concurrent fills and hits,
+// after evictions and from Prepopulate.
+func TestRegression_HashCollisionsKeptApart(t *testing.T) {
+	t.Parallel()
+	ps := collidingPartitions()
+	hit := true
+
+	t.Run("seam", func(t *testing.T) {
+		c := newCollidingCache()
+		defer c.Close()
+		for _, p := range ps {
+			k := c.makeKey(nil, p.typ, p.dc, p.token, p.key)
+			require.Zero(t, k.hash)
+			require.Zero(t, k.shard())
+		}
+	})
+
+	t.Run("fills and hits", func(t *testing.T) {
+		t.Parallel()
+		c := newCollidingCache()
+		defer c.Close()
+		fetches := collidingTypes(c, nil)
+		getAllConcurrently(t, c, ps, 4, nil)
+		for _, p := range ps {
+			require.EqualValues(t, 1, fetchCount(fetches, p), "fetches of %+v", p)
+		}
+		getAllConcurrently(t, c, ps, 4, &hit)
+		require.Equal(t, len(ps), shardEntries(c, 0), "all entries in shard 0")
+	})
+
+	t.Run("expiry", func(t *testing.T) {
+		t.Parallel()
+		synctest.Test(t, func(t *testing.T) {
+			testCollidingExpiry(t, ps)
+		})
+	})
+
+	t.Run("prepopulate", func(t *testing.T) {
+		t.Parallel()
+		testCollidingPrepopulate(t, ps)
+	})
+}
+
+// testCollidingPrepopulate prepopulates half the colliding partitions
+// while the other half are fetched, then checks that each partition hits
+// its own value and that only the second half was fetched.
+func testCollidingPrepopulate(t *testing.T, ps []entryKey) {
+	c := newCollidingCache()
+	defer c.Close()
+	fetches := collidingTypes(c, nil)
+	half := len(ps) / 2
+	var wg sync.WaitGroup
+	for _, p := range ps[:half] {
+		wg.Go(func() {
+			if err := c.Prepopulate(p.typ, FetchResult{Value: p, Index: 1}, p.dc, p.token, p.key); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	getAllConcurrently(t, c, ps[half:], 2, nil)
+	wg.Wait()
+	hit := true
+	getAllConcurrently(t, c, ps, 4, &hit)
+	for i, p := range ps {
+		want := int64(0)
+		if i >= half {
+			want = 1
+		}
+		require.Equal(t, want, fetchCount(fetches, p), "fetches of %+v", p)
+	}
+}
+
+// testCollidingExpiry fills colliding partitions, keeps every other one in
+// use while the rest expire, and checks that the right ones were evicted
+// and that each partition still gets its own value.
+func testCollidingExpiry(t *testing.T, ps []entryKey) {
+	const ttl = time.Minute
+	c := newCollidingCache()
+	defer c.Close()
+	fetches := collidingTypes(c, &RegisterOptions{LastGetTTL: ttl})
+	hit := true
+	getAllConcurrently(t, c, ps, 2, nil)
+
+	var kept, expired []entryKey
+	for i, p := range ps {
+		if i%2 == 0 {
+			kept = append(kept, p)
+		} else {
+			expired = append(expired, p)
+		}
+	}
+	time.Sleep(ttl * 2 / 3)
+	getAllConcurrently(t, c, kept, 2, &hit)
+	time.Sleep(ttl * 2 / 3)
+	synctest.Wait() // the expiry loop has evicted what is due
+	for _, p := range expired {
+		require.Nil(t, c.lookupKey(p.typ, p.dc, p.token, p.key), "%+v not evicted", p)
+	}
+	require.Equal(t, len(kept), shardEntries(c, 0))
+	getAllConcurrently(t, c, kept, 2, &hit)
+	getAllConcurrently(t, c, expired, 2, nil)
+	for i, p := range ps {
+		require.EqualValues(t, 1+i%2, fetchCount(fetches, p), "fetches of %+v", p)
+	}
+}
+
+// shardEntries returns the number of entries in shard i of c.
+func shardEntries(c *Cache, i int) int {
+	s := &c.shards[i]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	s.tab.Load().each(func(*entry) { n++ })
+	return n
+}
+
+// ---------------------------------------------------------------------------
+// Redaction and the test helpers.
+
+// Regression: the cache redacted the ACL token from a Type's error or panic
+// only where it appeared as it is, by a plain substring replace. A Type
+// that quoted it (%q, %+q) or put it in a URL (url.QueryEscape,
+// url.PathEscape, lower-case hex) leaked it to Get's error, the log and
+// Notify's events. Every form must be gone from all three, with the text
+// and the slog JSON handler.
+func TestRegression_RedactQuotedToken(t *testing.T) {
+	const token = `s3cr3t "acl"/tøkén+1 %`
+	fails := map[string]func() error{
+		"quoted": func() error { return fmt.Errorf("acl: token %q not found", token) },
+		"ascii":  func() error { return fmt.Errorf("acl: token %+q not found", token) },
+		"query": func() error {
+			return fmt.Errorf("GET /v1/kv/db?token=%s: 403 Forbidden", url.QueryEscape(token))
+		},
+		"path": func() error {
+			return fmt.Errorf("GET /v1/acl/token/%s: 404", lowerHexOnly(url.PathEscape(token)))
+		},
+		"panic": func() error { panic(fmt.Sprintf("bad token %q", token)) },
+	}
+	handlers := map[string]func(io.Writer) slog.Handler{
+		"text": func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, nil) },
+		"json": func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) },
+	}
+	for hname, handler := range handlers {
+		for typ, fail := range fails {
+			t.Run(hname+"/"+typ, func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					var buf logBuf
+					c := New(&Options{Logger: slog.New(handler(&buf))})
+					defer c.Close()
+					c.RegisterType(typ, BlockingFetchFunc(func(FetchOptions, Request) (FetchResult, error) {
+						return FetchResult{}, fail()
+					}), nil)
+					req := RequestInfo{Token: token, Key: "k"}
+
+					_, _, err := c.Get(typ, req)
+					require.Error(t, err)
+					require.Empty(t, tokenLeaks(token, err.Error()), "Get's error: %s", err)
+					require.Contains(t, err.Error(), redactedText)
+
+					ev := firstEvent(t, c, typ, req)
+					require.Error(t, ev.Err)
+					require.Empty(t, tokenLeaks(token, ev.Err.Error()), "Notify's error: %s", ev.Err)
+
+					synctest.Wait()
+					logs := buf.String()
+					require.Contains(t, logs, "cache: fetch failed")
+					require.Empty(t, tokenLeaks(token, logs), "logs:\n%s", logs)
+				})
+			})
+		}
+	}
+}
+
+// firstEvent returns the first event of a watch of r.
+func firstEvent(t *testing.T, c *Cache, typ string, r Request) UpdateEvent {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ch := make(chan UpdateEvent, 1)
+	require.NoError(t, c.Notify(ctx, typ, r, "id", ch))
+	return <-ch
+}
+
+// Regression: users' tests written for Consul v1.4.5 call TestCacheGetCh
+// and TestCacheGetChResult(t, ch, nil) for a Get that fails: Consul's
+// TestCacheGetCh logs the error and closes the channel, so the check
+// receives nil and passes. This package sent the error on the channel
+// instead, and such tests failed. TestCacheNotifyChResult with no expected
+// event must panic, as Consul's does.
+func TestRegression_TestHelpersLikeConsul(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := TestCache(t)
+		typ := TestType(t)
+		typ.Static(FetchResult{}, errors.New("rpc error: ACL not found"))
+		c.RegisterType("t", typ, nil)
+
+		ft := &recordingT{}
+		TestCacheGetChResult(ft, TestCacheGetCh(ft, c, "t", TestRequest(t, RequestInfo{Key: "k"})), nil)
+		require.Empty(t, ft.fatals, "a failed Get delivers nil")
+		require.Empty(t, ft.errors)
+		require.Equal(t, []string{"Error: rpc error: ACL not found"}, ft.logs, "the error is logged")
+
+		require.PanicsWithValue(t, "asking for zero updates seems like a bug", func() {
+			TestCacheNotifyChResult(ft, make(chan UpdateEvent))
+		})
+	})
+}
+
+// goGetContext is goGet for GetContext.
+func goGetContext(ctx context.Context, c *Cache, typ string, r Request) <-chan getResult {
+	return goResult(func() (any, ResultMeta, error) { return c.GetContext(ctx, typ, r) })
+}
+
+// contextType adapts a function to a ContextType: the cache must call
+// FetchContext, never Fetch.
+type contextType struct {
+	blocking bool
+	fetch    func(ctx context.Context, o FetchOptions, r Request) (FetchResult, error)
+}
+
+func (rt contextType) Fetch(FetchOptions, Request) (FetchResult, error) {
+	return FetchResult{}, errors.New("cache test: Fetch called on a ContextType")
+}
+
+func (rt contextType) FetchContext(ctx context.Context, o FetchOptions, r Request) (FetchResult, error) {
+	return rt.fetch(ctx, o, r)
+}
+
+func (rt contextType) SupportsBlocking() bool { return rt.blocking }
+
+// liveWatches returns the number of live Notify watches that the calling
+// goroutine started: goroutines created by Notify or NotifyCallback in it.
+// Unlike synctest.Wait with an idle channel, it tells a watch that ended
+// from one still blocked in a Get.
+func liveWatches(t *testing.T) int {
+	t.Helper()
+	self := strings.Fields(stackDump(false)) // "goroutine 42 [running]: ..."
+	require.GreaterOrEqual(t, len(self), 2)
+	creator := "\ncreated by " + reflect.TypeFor[Cache]().PkgPath() + ".(*Cache).Notify"
+	parent := " in goroutine " + self[1] + "\n"
+	n := 0
+	for _, g := range strings.Split(stackDump(true), "\n\n") {
+		if i := strings.Index(g, creator); i >= 0 && strings.Contains(g[i:], parent) {
+			n++
+		}
+	}
+	return n
+}
+
+// stackDump returns runtime.Stack's dump of the current goroutine or, with
+// all, of every goroutine.
+func stackDump(all bool) string {
+	buf := make([]byte, 64<<10)
+	for {
+		n := runtime.Stack(buf, all)
+		if n < len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// fetchCount returns how often p was fetched.
+func fetchCount(fetches *sync.Map, p entryKey) int64 {
+	n, ok := fetches.Load(p)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int64).Load()
 }

@@ -2,7 +2,6 @@ package cache
 
 import (
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -152,56 +151,4 @@ func TestTable_lockFreeReaders(t *testing.T) {
 	}
 	wg.Wait()
 	require.Equal(t, stable, s.count())
-}
-
-// Pins: an entry's key is its encoded partition, whether its bytes share
-// the entry's allocation (up to 96 bytes) or not.
-func TestNewEntry_keys(t *testing.T) {
-	t.Parallel()
-	for n := 0; n <= 130; n++ {
-		k := []byte(strings.Repeat("k", n))
-		e := newEntry(k)
-		require.Equal(t, string(k), e.key)
-		if n > 0 {
-			k[0] = 'x' // the entry keeps its own copy
-			require.Equal(t, strings.Repeat("k", n), e.key)
-		}
-	}
-}
-
-// Pins: partitions that differ in one field, or only in where their
-// fields split, hash differently, so they do not share probe sequences;
-// each cache hashes with its own seed; an entry's key rehashes to the
-// hash it was looked up with.
-func TestKeyHash_fields(t *testing.T) {
-	t.Parallel()
-	keys := []entryKey{
-		{"t", "dc1", "tok", "k"},
-		{"t", "dc1", "tok", "k2"},
-		{"t", "dc1", "tok2", "k"},
-		{"t", "dc2", "tok", "k"},
-		{"t2", "dc1", "tok", "k"},
-		{"t", "dc1", "to", "kk"},
-		{"t", "dc1tok", "", "k"},
-		{"", "", "", ""},
-		{"", "", "", "a"},
-		{"", "", "a", ""},
-		{strings.Repeat("x", 40), "dc1", "tok", "k"},
-		{strings.Repeat("x", 41), "dc1", "tok", "k"},
-		{"t", "dc1", "tok", strings.Repeat("y", 17)},
-		{"t", "dc1", "tok", strings.Repeat("y", 16) + "z"},
-	}
-	c1, c2 := New(nil), New(nil)
-	defer c1.Close()
-	defer c2.Close()
-	seen := map[uint64]entryKey{}
-	for _, k := range keys {
-		ref := c1.makeKey(nil, k.typ, k.dc, k.token, k.key)
-		prev, dup := seen[ref.hash]
-		require.False(t, dup, "%+v and %+v hash alike", prev, k)
-		seen[ref.hash] = k
-		require.Equal(t, ref.hash, c1.hashOf(newEntry(ref.b)), "hashOf(%+v)", k)
-		require.NotEqual(t, ref.hash, c2.makeKey(nil, k.typ, k.dc, k.token, k.key).hash,
-			"the seed changes the hash")
-	}
 }

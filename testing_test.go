@@ -3,7 +3,6 @@ package cache
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -12,69 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// helperT is a T that records failures instead of stopping the test, so that
-// the helpers' failure paths can be checked. Fatalf only records: it may be
-// called from any goroutine.
-type helperT struct {
-	mu       sync.Mutex
-	fatals   []string
-	errors   []string
-	logs     []string
-	cleanups []func()
-}
-
-var _ T = (*helperT)(nil)
+var _ T = (*recordingT)(nil)
 var _ T = (*testing.T)(nil)
-
-func (h *helperT) Helper() {}
-
-func (h *helperT) Cleanup(f func()) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.cleanups = append(h.cleanups, f)
-}
-
-func (h *helperT) Logf(format string, args ...any) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.logs = append(h.logs, fmt.Sprintf(format, args...))
-}
-
-func (h *helperT) Errorf(format string, args ...any) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.errors = append(h.errors, fmt.Sprintf(format, args...))
-}
-
-func (h *helperT) Fatalf(format string, args ...any) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.fatals = append(h.fatals, fmt.Sprintf(format, args...))
-}
-
-func (h *helperT) FailNow() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.fatals = append(h.fatals, "FailNow")
-}
-
-// failed reports whether Fatalf, Errorf or FailNow was called.
-func (h *helperT) failed() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.fatals)+len(h.errors) > 0
-}
-
-// runCleanups runs the registered cleanups, last first, as testing does.
-func (h *helperT) runCleanups() {
-	h.mu.Lock()
-	fs := h.cleanups
-	h.cleanups = nil
-	h.mu.Unlock()
-	for i := len(fs) - 1; i >= 0; i-- {
-		fs[i]()
-	}
-}
 
 // Pins MockType.Static: every Fetch returns the given result and error, and
 // the returned *mock.Call can limit it (Times).
@@ -182,7 +120,7 @@ func TestHelper_TestTypeSupportsBlocking(t *testing.T) {
 
 // Pins TestCache: a working cache that is closed by the test's cleanup.
 func TestHelper_TestCacheClosedOnCleanup(t *testing.T) {
-	ft := &helperT{}
+	ft := &recordingT{}
 	c := TestCache(ft)
 	require.NotNil(t, c)
 	require.Len(t, ft.cleanups, 1)
@@ -209,9 +147,9 @@ func TestHelper_TestCacheClosedOnCleanup(t *testing.T) {
 // value; a failed Get sends nothing, logs the error and closes the channel.
 func TestHelper_TestCacheGetCh(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c, boom := helperCache(t)
+		c, boom := okAndBadCache(t)
 
-		ft := &helperT{}
+		ft := &recordingT{}
 		require.Equal(t, "v", <-TestCacheGetCh(ft, c, "ok", TestRequest(t, RequestInfo{Key: "k"})))
 		ch := TestCacheGetCh(ft, c, "bad", TestRequest(t, RequestInfo{Key: "k"}))
 		v, ok := <-ch
@@ -224,7 +162,7 @@ func TestHelper_TestCacheGetCh(t *testing.T) {
 		TestCacheGetChResult(t, TestCacheGetCh(t, c, "ok", TestRequest(t, RequestInfo{Key: "k"})), "v")
 		TestCacheGetChResult(t, TestCacheGetCh(t, c, "bad", TestRequest(t, RequestInfo{Key: "k"})), nil)
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		TestCacheGetChResult(ft, TestCacheGetCh(ft, c, "bad", TestRequest(t, RequestInfo{Key: "k"})), "v")
 		require.True(t, ft.failed(), "a failed Get is not the value")
 	})
@@ -242,7 +180,7 @@ func TestHelper_TestCacheGetChNoLogAfterCleanup(t *testing.T) {
 			return FetchResult{}, errors.New("late")
 		}), nil)
 
-		ft := &helperT{}
+		ft := &recordingT{}
 		TestCacheGetCh(ft, c, "slow", TestRequest(t, RequestInfo{Key: "k"}))
 		synctest.Wait()
 		ft.runCleanups()
@@ -257,9 +195,9 @@ func TestHelper_TestCacheGetChNoLogAfterCleanup(t *testing.T) {
 // its error.
 func TestHelper_TestCacheGetChErr(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c, boom := helperCache(t)
+		c, boom := okAndBadCache(t)
 
-		ft := &helperT{}
+		ft := &recordingT{}
 		res := <-TestCacheGetChErr(ft, c, "ok", TestRequest(t, RequestInfo{Key: "k"}))
 		require.Equal(t, TestGetResult{Value: "v", Meta: ResultMeta{Index: 1}}, res)
 		res = <-TestCacheGetChErr(ft, c, "ok", TestRequest(t, RequestInfo{Key: "k"}))
@@ -273,10 +211,10 @@ func TestHelper_TestCacheGetChErr(t *testing.T) {
 	})
 }
 
-// helperCache returns a test cache with a type "ok", whose Fetch returns
+// okAndBadCache returns a test cache with a type "ok", whose Fetch returns
 // "v" at index 1, and a type "bad", whose Fetch fails with the returned
 // error.
-func helperCache(t *testing.T) (*Cache, error) {
+func okAndBadCache(t *testing.T) (*Cache, error) {
 	c := TestCache(t)
 	ok := TestType(t)
 	ok.Static(FetchResult{Value: "v", Index: 1}, nil)
@@ -298,16 +236,16 @@ func TestHelper_TestCacheGetChResult(t *testing.T) {
 			return ch
 		}
 
-		ft := &helperT{}
+		ft := &recordingT{}
 		TestCacheGetChResult(ft, send([]int{1, 2}), []int{1, 2})
 		require.False(t, ft.failed(), "deep-equal value passes")
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		TestCacheGetChResult(ft, send("a"), "b")
 		require.True(t, ft.failed(), "different value fails")
 
 		// A value arriving within the wait passes.
-		ft = &helperT{}
+		ft = &recordingT{}
 		late := make(chan any, 1)
 		go func() {
 			time.Sleep(100 * time.Millisecond)
@@ -317,7 +255,7 @@ func TestHelper_TestCacheGetChResult(t *testing.T) {
 		require.False(t, ft.failed())
 
 		// Nothing within the wait fails, at ~150ms.
-		ft = &helperT{}
+		ft = &recordingT{}
 		start := time.Now()
 		TestCacheGetChResult(ft, make(chan any), "x")
 		require.True(t, ft.failed(), "timeout fails")
@@ -344,39 +282,39 @@ func TestHelper_TestCacheNotifyChResult(t *testing.T) {
 			return ev
 		}
 
-		ft := &helperT{}
+		ft := &recordingT{}
 		TestCacheNotifyChResult(ft, send(evA, evB, evErr), evA, evB, evErr)
 		require.False(t, ft.failed(), "same order")
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		TestCacheNotifyChResult(ft, send(evErr, evB, evA), evA, evB, evErr)
 		require.False(t, ft.failed(), "any order")
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		TestCacheNotifyChResult(ft, send(aged(evA, 5*time.Second), aged(evB, time.Hour)), evA, aged(evB, time.Minute))
 		require.False(t, ft.failed(), "Age ignored on both sides")
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		TestCacheNotifyChResult(ft, send(evA, evA), evA, evB)
 		require.True(t, ft.failed(), "a duplicate is not the missing event")
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		other := evA
 		other.Meta.Index = 7
 		TestCacheNotifyChResult(ft, send(other), evA)
 		require.True(t, ft.failed(), "different index")
 
-		ft = &helperT{}
+		ft = &recordingT{}
 		start := time.Now()
 		TestCacheNotifyChResult(ft, send(evA), evA, evB)
 		require.True(t, ft.failed(), "missing event")
 		require.Equal(t, testResultWait, time.Since(start), "fails after its wait")
 
 		// No expected events is a misuse: Consul panics.
-		require.PanicsWithValue(t, "asking for zero updates seems like a bug", func() { TestCacheNotifyChResult(&helperT{}, send(evA)) })
+		require.PanicsWithValue(t, "asking for zero updates seems like a bug", func() { TestCacheNotifyChResult(&recordingT{}, send(evA)) })
 
 		// Events arriving over time within the wait pass.
-		ft = &helperT{}
+		ft = &recordingT{}
 		ch := make(chan UpdateEvent)
 		go func() {
 			ch <- evB

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,141 +13,6 @@ import (
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 )
-
-// notifyBackend is a fake blocking data source for Notify tests: Fetch waits
-// until the index exceeds MinIndex (or opts.Timeout passes, then returns the
-// current value unchanged). Create it inside the bubble; it releases blocked
-// fetches on test cleanup so that no goroutine outlives the bubble.
-type notifyBackend struct {
-	mu      sync.Mutex
-	value   any
-	index   uint64
-	changed chan struct{} // closed and replaced on every set
-	closed  bool
-	fetches atomic.Int64
-	minIdx  []uint64 // MinIndex of every Fetch
-}
-
-func newNotifyBackend(t *testing.T, value any, index uint64) *notifyBackend {
-	b := &notifyBackend{value: value, index: index, changed: make(chan struct{})}
-	t.Cleanup(func() {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		b.closed = true
-		close(b.changed)
-	})
-	return b
-}
-
-func (b *notifyBackend) set(value any, index uint64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.value, b.index = value, index
-	close(b.changed)
-	b.changed = make(chan struct{})
-}
-
-func (b *notifyBackend) minIndexes() []uint64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]uint64(nil), b.minIdx...)
-}
-
-func (b *notifyBackend) Fetch(opts FetchOptions, _ Request) (FetchResult, error) {
-	b.fetches.Add(1)
-	var timeout <-chan time.Time
-	if opts.Timeout > 0 {
-		tm := time.NewTimer(opts.Timeout)
-		defer tm.Stop()
-		timeout = tm.C
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.minIdx = append(b.minIdx, opts.MinIndex)
-	for b.index <= opts.MinIndex && !b.closed {
-		ch := b.changed
-		b.mu.Unlock()
-		timedOut := false
-		select {
-		case <-ch:
-		case <-timeout:
-			timedOut = true
-		}
-		b.mu.Lock()
-		if timedOut {
-			break
-		}
-	}
-	if b.closed {
-		// Fail, so that a refresh loop backs off instead of spinning
-		// until the cache is closed.
-		return FetchResult{}, errors.New("backend closed")
-	}
-	return FetchResult{Value: b.value, Index: b.index}, nil
-}
-
-func (b *notifyBackend) SupportsBlocking() bool { return true }
-
-// notifyNoEvent fails if an event is waiting on ch once the bubble is idle.
-func notifyNoEvent(t *testing.T, ch <-chan UpdateEvent) {
-	t.Helper()
-	synctest.Wait()
-	select {
-	case ev := <-ch:
-		t.Fatalf("unexpected event: %+v", ev)
-	default:
-	}
-}
-
-// notifyRecv returns the next event, failing if none comes within d of fake
-// time.
-func notifyRecv(t *testing.T, ch <-chan UpdateEvent, d time.Duration) UpdateEvent {
-	t.Helper()
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case ev := <-ch:
-		return ev
-	case <-tm.C:
-		t.Fatalf("no event within %s", d)
-		return UpdateEvent{}
-	}
-}
-
-// notifyTimedType returns a MockType (blocking or not) whose Fetch records
-// its fake start time and returns next().
-func notifyTimedType(t *testing.T, blocking bool, next func(FetchOptions) (FetchResult, error)) (*MockType, func() []time.Time) {
-	var mu sync.Mutex
-	var times []time.Time
-	var lastErr error
-	typ := TestType(t)
-	if !blocking {
-		typ = TestTypeNonBlocking(t)
-	}
-	typ.On("Fetch", mock.Anything, mock.Anything).Return(
-		func(o FetchOptions, _ Request) FetchResult {
-			mu.Lock()
-			times = append(times, time.Now())
-			mu.Unlock()
-			res, err := next(o) // may block: not under mu
-			mu.Lock()
-			lastErr = err
-			mu.Unlock()
-			return res
-		},
-		// The cache never runs two Fetches of one entry at once, so the
-		// error of the call just made is lastErr.
-		func(FetchOptions, Request) error {
-			mu.Lock()
-			defer mu.Unlock()
-			return lastErr
-		})
-	return typ, func() []time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]time.Time(nil), times...)
-	}
-}
 
 // Pins that Notify on an unregistered type returns an error.
 func TestNotify_UnknownType(t *testing.T) {
@@ -171,7 +37,7 @@ func TestNotify_NonBlockingRequiresMaxAge(t *testing.T) {
 		err := c.Notify(t.Context(), "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch)
 		require.Error(t, err)
 		time.Sleep(time.Minute)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		typ.AssertNotCalled(t, "Fetch", mock.Anything, mock.Anything)
 
 		ctx, cancel := context.WithCancel(t.Context())
@@ -187,7 +53,7 @@ func TestNotify_NonBlockingRequiresMaxAge(t *testing.T) {
 func TestNotify_BlockingDeliversFirstAndIndexGrowth(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -195,13 +61,13 @@ func TestNotify_BlockingDeliversFirstAndIndexGrowth(t *testing.T) {
 
 		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k"}), "id", ch))
 		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}})
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 
 		b.set("v2", 6)
 		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v2", Meta: ResultMeta{Index: 6}})
 		b.set("v3", 9)
 		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v3", Meta: ResultMeta{Index: 9}})
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 
 		require.Equal(t, []uint64{0, 5, 6, 9}, b.minIndexes(), "each fetch blocks at the last index")
 		cancel()
@@ -212,7 +78,7 @@ func TestNotify_BlockingDeliversFirstAndIndexGrowth(t *testing.T) {
 func TestNotify_BlockingFirstEventFromCache(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, nil)
 		req := TestRequest(t, RequestInfo{Key: "k"})
 		_, _, err := c.Get("t", req)
@@ -232,7 +98,7 @@ func TestNotify_BlockingFirstEventFromCache(t *testing.T) {
 func TestNotify_BlockingUnchangedIndexNoEvent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Second})
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -242,7 +108,7 @@ func TestNotify_BlockingUnchangedIndexNoEvent(t *testing.T) {
 		TestCacheNotifyChResult(t, ch, UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}})
 
 		time.Sleep(10*time.Minute + 5*time.Second)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		require.Equal(t, int64(1+61), b.fetches.Load(), "the first fetch, then one per 10s timeout")
 
 		b.set("v2", 6)
@@ -257,7 +123,7 @@ func TestNotify_BlockingUnchangedIndexNoEvent(t *testing.T) {
 func TestNotify_BlockingErrorBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		boom := errors.New("boom")
-		typ, times := notifyTimedType(t, true, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, true, func(FetchOptions) (FetchResult, error) {
 			return FetchResult{}, boom
 		})
 		c := TestCache(t)
@@ -305,7 +171,7 @@ func TestNotify_BlockingLaterErrorsNotDelivered(t *testing.T) {
 		release := make(chan struct{})
 		t.Cleanup(func() { close(release) })
 		var calls int
-		typ, times := notifyTimedType(t, true, func(o FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, true, func(o FetchOptions) (FetchResult, error) {
 			calls++
 			switch {
 			case calls == 1:
@@ -329,7 +195,7 @@ func TestNotify_BlockingLaterErrorsNotDelivered(t *testing.T) {
 		TestCacheNotifyChResult(t, ch,
 			UpdateEvent{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}},
 			UpdateEvent{CorrelationID: "id", Result: "v2", Meta: ResultMeta{Index: 6}})
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		require.Len(t, times(), 5, "two errors retried at once (below the back-off minimum)")
 		cancel()
 	})
@@ -339,7 +205,7 @@ func TestNotify_BlockingLaterErrorsNotDelivered(t *testing.T) {
 // Meta.Index 0) are backed off like errors instead of looping hot.
 func TestNotify_BlockingZeroIndexBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		typ, times := notifyTimedType(t, true, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, true, func(FetchOptions) (FetchResult, error) {
 			time.Sleep(2 * time.Second) // a blocking query that ends without data
 			return FetchResult{}, nil
 		})
@@ -352,9 +218,9 @@ func TestNotify_BlockingZeroIndexBackoff(t *testing.T) {
 
 		require.NoError(t, c.Notify(ctx, "t", req, "id", ch))
 		// The first Get times out (2.3s) with nothing: delivered as the first result.
-		require.Equal(t, UpdateEvent{CorrelationID: "id"}, notifyRecv(t, ch, 5*time.Second))
+		require.Equal(t, UpdateEvent{CorrelationID: "id"}, recvEvent(t, ch, 5*time.Second))
 		time.Sleep(10 * time.Minute)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		cancel()
 		time.Sleep(5 * time.Second) // let a fetch in flight finish inside the bubble
 		synctest.Wait()
@@ -377,7 +243,7 @@ func TestNotify_BlockingZeroIndexBackoff(t *testing.T) {
 func TestNotify_PollingCadence(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const maxAge = 10 * time.Second
-		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, false, func(FetchOptions) (FetchResult, error) {
 			return FetchResult{Value: "v", Index: 1}, nil
 		})
 		c := TestCache(t)
@@ -391,7 +257,7 @@ func TestNotify_PollingCadence(t *testing.T) {
 
 		const n = 32
 		time.Sleep(n * maxAge)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		cancel()
 
 		ts := times()
@@ -418,7 +284,7 @@ func TestNotify_PollingDeliversOnValueOrIndexChange(t *testing.T) {
 			defer mu.Unlock()
 			cur = r
 		}
-		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, false, func(FetchOptions) (FetchResult, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			// A fresh copy each time, so only DeepEqual can tell it unchanged.
@@ -431,32 +297,32 @@ func TestNotify_PollingDeliversOnValueOrIndexChange(t *testing.T) {
 		ch := make(chan UpdateEvent, 10)
 		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k", MaxAge: maxAge}), "id", ch))
 
-		ev := notifyRecv(t, ch, time.Second)
+		ev := recvEvent(t, ch, time.Second)
 		require.Equal(t, []string{"a"}, ev.Result)
 		require.Equal(t, uint64(1), ev.Meta.Index)
 
 		// Unchanged: several polls, no event.
 		before := len(times())
 		time.Sleep(3 * maxAge)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		require.GreaterOrEqual(t, len(times())-before, 2)
 
 		// Value changed, index not.
 		setCur(FetchResult{Value: []string{"a", "b"}, Index: 1})
-		ev = notifyRecv(t, ch, 2*maxAge)
+		ev = recvEvent(t, ch, 2*maxAge)
 		require.Equal(t, []string{"a", "b"}, ev.Result)
 		require.Equal(t, "id", ev.CorrelationID)
 		require.Equal(t, uint64(1), ev.Meta.Index)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 
 		// Index grown, value not.
 		setCur(FetchResult{Value: []string{"a", "b"}, Index: 2})
-		ev = notifyRecv(t, ch, 2*maxAge)
+		ev = recvEvent(t, ch, 2*maxAge)
 		require.Equal(t, []string{"a", "b"}, ev.Result)
 		require.Equal(t, uint64(2), ev.Meta.Index)
 
 		time.Sleep(3 * maxAge)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		cancel()
 	})
 }
@@ -467,7 +333,7 @@ func TestNotify_PollingErrorThenValue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const maxAge = 10 * time.Second
 		var calls int
-		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, false, func(FetchOptions) (FetchResult, error) {
 			calls++
 			if calls <= 5 {
 				return FetchResult{}, errors.New("down")
@@ -483,11 +349,11 @@ func TestNotify_PollingErrorThenValue(t *testing.T) {
 		require.NoError(t, c.Notify(ctx, "t", TestRequest(t, RequestInfo{Key: "k", MaxAge: maxAge}), "id", ch))
 
 		for i := 0; i < 5; i++ {
-			ev := notifyRecv(t, ch, time.Minute)
+			ev := recvEvent(t, ch, time.Minute)
 			require.EqualError(t, ev.Err, "down", "event %d", i)
 			require.Nil(t, ev.Result)
 		}
-		ev := notifyRecv(t, ch, time.Minute)
+		ev := recvEvent(t, ch, time.Minute)
 		require.Equal(t, UpdateEvent{CorrelationID: "id", Result: "v", Meta: ResultMeta{Index: 3}}, ev, "then the value")
 		ts := times()
 		require.Len(t, ts, 6)
@@ -504,7 +370,7 @@ func TestNotify_PollingErrorThenValue(t *testing.T) {
 func TestNotify_CancelStops(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Second})
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -519,7 +385,7 @@ func TestNotify_CancelStops(t *testing.T) {
 
 		b.set("v2", 6)
 		time.Sleep(time.Hour)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		require.Equal(t, n, b.fetches.Load(), "no fetch after cancel")
 	})
 }
@@ -527,7 +393,7 @@ func TestNotify_CancelStops(t *testing.T) {
 // Pins that cancelling ctx during the error back-off ends the watch.
 func TestNotify_CancelDuringBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		typ, times := notifyTimedType(t, true, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, true, func(FetchOptions) (FetchResult, error) {
 			return FetchResult{}, errors.New("boom")
 		})
 		c := TestCache(t)
@@ -571,7 +437,7 @@ func TestNotify_CancelWhileSendPending(t *testing.T) {
 func TestNotify_WatchersShareFetches(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -584,7 +450,7 @@ func TestNotify_WatchersShareFetches(t *testing.T) {
 		// Whichever watcher comes after the first fetch sees a hit: ignore Hit.
 		var got []UpdateEvent
 		for i := 0; i < 3; i++ {
-			ev := notifyRecv(t, ch, time.Second)
+			ev := recvEvent(t, ch, time.Second)
 			ev.Meta.Hit = false
 			got = append(got, ev)
 		}
@@ -618,7 +484,7 @@ func TestNotify_WatchersShareFetches(t *testing.T) {
 func TestNotify_RefreshTypeSharesRefreshLoop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, &RegisterOptions{Refresh: true, RefreshTimeout: 10 * time.Minute})
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -642,7 +508,7 @@ func TestNotify_RefreshTypeSharesRefreshLoop(t *testing.T) {
 func TestNotify_PollingWaitCountsCachedAge(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const maxAge = 10 * time.Second
-		typ, times := notifyTimedType(t, false, func(FetchOptions) (FetchResult, error) {
+		typ, times := timedType(t, false, func(FetchOptions) (FetchResult, error) {
 			return FetchResult{Value: "v", Index: 1}, nil
 		})
 		c := TestCache(t)
@@ -657,12 +523,12 @@ func TestNotify_PollingWaitCountsCachedAge(t *testing.T) {
 		defer cancel()
 		ch := make(chan UpdateEvent, 10)
 		require.NoError(t, c.Notify(ctx, "t", req, "id", ch))
-		ev := notifyRecv(t, ch, time.Second)
+		ev := recvEvent(t, ch, time.Second)
 		require.True(t, ev.Meta.Hit, "the first poll is served from the cache")
 		require.Equal(t, 4*time.Second, ev.Meta.Age)
 
 		time.Sleep(maxAge)
-		notifyNoEvent(t, ch)
+		requireNoEvent(t, ch)
 		cancel()
 		ts := times()
 		require.Len(t, ts, 2)
@@ -702,7 +568,7 @@ func TestNotify_PollingCancel(t *testing.T) {
 
 		cancel()
 		time.Sleep(time.Hour)
-		notifyNoEvent(t, slowCh)
+		requireNoEvent(t, slowCh)
 		require.Equal(t, int64(2), fetches.Load())
 	})
 }
@@ -712,7 +578,7 @@ func TestNotify_PollingCancel(t *testing.T) {
 func TestNotify_BlockingIgnoresRequestMinIndex(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := TestCache(t)
-		b := newNotifyBackend(t, "v1", 5)
+		b := newBlockingBackend(t, "v1", 5)
 		c.RegisterType("t", b, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -724,3 +590,167 @@ func TestNotify_BlockingIgnoresRequestMinIndex(t *testing.T) {
 		cancel()
 	})
 }
+
+// Pins: the internal context ends a waiting watch Get with the last value
+// and ctx.Err() (Notify relies on it).
+func TestCacheGetWithIndex_contextCancel(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, release := bubble(t)
+		typ := TestType(t)
+		var log fetchLog
+		log.on(typ, nil, FetchResult{Value: "v5", Index: 5}, nil).Once()
+		log.on(typ, waitingFor(release), FetchResult{}, nil)
+		c.RegisterType("t", typ, nil)
+		requireGet(t, c, "t", RequestInfo{Key: "k"})
+
+		ctx, cancel := context.WithCancel(context.Background())
+		info := RequestInfo{Key: "k"}
+		ch := make(chan getResult, 1)
+		go func() {
+			w := &watch{c: c, ctx: ctx, t: "t", r: TestRequest(t, info), info: info}
+			v, meta, err := w.get(5, 0)
+			ch <- getResult{v, meta, err}
+		}()
+		requireBlocked(t, ch)
+		cancel()
+		r := requireReturned(t, ch)
+		require.ErrorIs(t, r.Err, context.Canceled)
+		require.Equal(t, "v5", r.Value)
+		require.Equal(t, ResultMeta{Index: 5}, r.Meta)
+	})
+}
+
+// ---------------------------------------------------------------------------
+// NotifyCallback.
+
+// Pins: NotifyCallback rejects unknown type, nil cb, polling without MaxAge; Notify a nil chan; no watch starts.
+func TestNotifyCallback_Errors(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := newCache(t, nil)
+		var calls fetchLog
+		c.RegisterType("blocking", BlockingFetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
+			calls.add(o, r)
+			return FetchResult{Value: "v", Index: 1}, nil
+		}), nil)
+		c.RegisterType("polling", FetchFunc(func(o FetchOptions, r Request) (FetchResult, error) {
+			calls.add(o, r)
+			return FetchResult{Value: "v", Index: 1}, nil
+		}), nil)
+		ctx := t.Context()
+		req := RequestInfo{Key: "k"}
+		called := false
+		cb := func(context.Context, UpdateEvent) { called = true }
+
+		err := c.NotifyCallback(ctx, "nope", req, "id", cb)
+		require.ErrorContains(t, err, "nope")
+		require.Error(t, c.NotifyCallback(ctx, "blocking", req, "id", nil))
+		require.Error(t, c.NotifyCallback(ctx, "polling", req, "id", cb))
+		require.Error(t, c.Notify(ctx, "blocking", req, "id", nil))
+
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		require.Zero(t, calls.count(), "no watch was started")
+		require.False(t, called)
+	})
+}
+
+// Pins: cb gets each change in order, one call at a time, with correlation ID, result, meta and the live ctx.
+func TestNotifyCallback_EventsInOrder(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := newCache(t, nil)
+		b := newBlockingBackend(t, "v1", 5)
+		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+		ctx, cancel := context.WithCancel(context.WithValue(t.Context(), ctxKey{}, "mine"))
+		defer cancel()
+
+		var got eventLog
+		var inCb, overlaps atomic.Int32
+		var ctxOK atomic.Bool
+		ctxOK.Store(true)
+		require.NoError(t, c.NotifyCallback(ctx, "t", RequestInfo{Key: "k"}, "id", func(cctx context.Context, e UpdateEvent) {
+			if inCb.Add(1) > 1 {
+				overlaps.Add(1)
+			}
+			defer inCb.Add(-1)
+			if cctx.Value(ctxKey{}) != "mine" || cctx.Err() != nil {
+				ctxOK.Store(false)
+			}
+			time.Sleep(time.Second) // a slow callback holds the watch back
+			got.add(e)
+		}))
+		synctest.Wait()
+		b.set("v2", 6)
+		synctest.Wait()
+		time.Sleep(2 * time.Second)
+		b.set("v3", 7)
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+
+		require.Equal(t, []UpdateEvent{
+			{CorrelationID: "id", Result: "v1", Meta: ResultMeta{Index: 5}},
+			{CorrelationID: "id", Result: "v2", Meta: ResultMeta{Index: 6}},
+			{CorrelationID: "id", Result: "v3", Meta: ResultMeta{Index: 7}},
+		}, got.get())
+		require.Zero(t, overlaps.Load(), "callbacks overlapped")
+		require.True(t, ctxOK.Load(), "the callback did not get the watch's live ctx")
+		cancel()
+	})
+}
+
+// Pins: after ctx ends (in cb or while waiting) cb is never called, fetching stops and the watch goroutine ends.
+func TestNotifyCallback_NotCalledAfterCancel(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := newCache(t, nil)
+		ba, bb := newBlockingBackend(t, "a1", 5), newBlockingBackend(t, "b1", 5)
+		c.RegisterType("a", ba, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+		c.RegisterType("b", bb, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+
+		// Watch a: its callback cancels the watch on the first event.
+		ctxA, cancelA := context.WithCancel(t.Context())
+		defer cancelA()
+		var late atomic.Int32 // callbacks run with ctx already done
+		var gotA eventLog
+		require.NoError(t, c.NotifyCallback(ctxA, "a", RequestInfo{Key: "k"}, "a", func(cctx context.Context, e UpdateEvent) {
+			if cctx.Err() != nil {
+				late.Add(1)
+			}
+			gotA.add(e)
+			cancelA()
+		}))
+		// Watch b: cancelled from outside while it waits for a change.
+		ctxB, cancelB := context.WithCancel(t.Context())
+		defer cancelB()
+		var gotB eventLog
+		require.NoError(t, c.NotifyCallback(ctxB, "b", RequestInfo{Key: "k"}, "b", func(cctx context.Context, e UpdateEvent) {
+			if cctx.Err() != nil {
+				late.Add(1)
+			}
+			gotB.add(e)
+		}))
+		synctest.Wait()
+		require.Len(t, gotA.get(), 1)
+		require.Len(t, gotB.get(), 1)
+		require.Equal(t, int64(2), bb.fetches.Load(), "watch b waits in a blocking fetch")
+		cancelB()
+		synctest.Wait()
+		fetchesA := ba.fetches.Load()
+
+		for i := uint64(6); i < 9; i++ {
+			ba.set(fmt.Sprint("a", i), i)
+			bb.set(fmt.Sprint("b", i), i)
+			time.Sleep(time.Hour)
+		}
+		synctest.Wait()
+		require.Len(t, gotA.get(), 1, "callback a called after cancel")
+		require.Len(t, gotB.get(), 1, "callback b called after cancel")
+		require.Equal(t, fetchesA, ba.fetches.Load(), "watch a fetched after cancel")
+		require.Equal(t, int64(2), bb.fetches.Load(), "watch b fetched after cancel")
+		require.Zero(t, late.Load(), "a callback ran with its ctx done")
+	})
+}
+
+type ctxKey struct{}
