@@ -24,6 +24,7 @@ type Tier struct {
 	keyBase string // KeyPrefix:Name:
 	channel string // where the tier's publications go
 
+	parts   partitions
 	health  health
 	metrics tierMetrics
 	subs    *subscriber
