@@ -96,7 +96,7 @@ type leaseState struct {
 // nothing, since the new record may answer it.
 func (f *fetch) acquire(owner string, snap snapshot) (leaseState, error) {
 	header := snap.raw[:min(len(snap.raw), recordHeaderCheck)]
-	vals, err := bounded(f.ctx, f.t.o.RedisTimeout, func(ctx context.Context) ([]any, error) {
+	vals, err := bounded(f.ctx, f.t.bound, func(ctx context.Context) ([]any, error) {
 		keys := []string{f.p.lease, f.p.record}
 		return acquireScript.Run(ctx, f.t.rdb, keys, owner, f.t.o.LeaseTTL.Milliseconds(), header).Slice()
 	})
@@ -122,7 +122,7 @@ func isBlockingOwner(owner string) bool { return strings.HasPrefix(owner, "b:") 
 
 // read reads the partition's record and lease.
 func (f *fetch) read() (snapshot, error) {
-	vals, err := bounded(f.ctx, f.t.o.RedisTimeout, func(ctx context.Context) ([]any, error) {
+	vals, err := bounded(f.ctx, f.t.bound, func(ctx context.Context) ([]any, error) {
 		return f.t.rdb.MGet(ctx, f.p.record, f.p.lease).Result()
 	})
 	if err != nil {
@@ -201,7 +201,7 @@ func (f *fetch) direct(s snapshot) (cache.FetchResult, error) {
 		return res, err
 	}
 	if payload, ok := f.record(res); ok {
-		_, err := bounded(f.ctx, f.t.o.RedisTimeout, func(ctx context.Context) (int64, error) {
+		_, err := bounded(f.ctx, f.t.bound, func(ctx context.Context) (int64, error) {
 			return putScript.Run(ctx, f.t.rdb, []string{f.p.record}, payload, f.t.o.RecordTTL.Milliseconds(), s.raw).Int64()
 		})
 		f.t.publishFailed(err)
