@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -249,5 +250,31 @@ func TestTokensNeverReachRedis(t *testing.T) {
 	}
 	if k := holder.RecordKey("", token, "k"); strings.Contains(k, token) || !strings.Contains(k, name) {
 		t.Fatalf("record key %q", k)
+	}
+}
+
+// TestPartitionsRemembered: a tier remembers a bounded number of
+// partitions, each the one its request's datacenter, token and key make.
+func TestPartitionsRemembered(t *testing.T) {
+	tier := newTier(t, newFakeBackend(false, "v"), newClient(t), Options{Name: uniqueName(t)})
+	a := cache.RequestInfo{Datacenter: "dc1", Token: "a", Key: "k"}
+	p := tier.partition(a)
+	if tier.partition(a) != p || *p != *tier.newPartition(a) {
+		t.Fatal("a remembered partition differs from the request's")
+	}
+	for _, other := range []cache.RequestInfo{
+		{Datacenter: "dc1", Token: "b", Key: "k"},
+		{Datacenter: "dc2", Token: "a", Key: "k"},
+		{Datacenter: "dc1", Token: "a", Key: "k2"},
+	} {
+		if q := tier.partition(other); q.id == p.id || q.fp == p.fp || q.record == p.record {
+			t.Fatalf("%+v shares the partition of %+v", other, a)
+		}
+	}
+	for i := range maxPartitions + 10 {
+		tier.partition(cache.RequestInfo{Token: "t", Key: strconv.Itoa(i)})
+	}
+	if n := len(tier.parts.m); n > maxPartitions {
+		t.Fatalf("%d partitions remembered, want at most %d", n, maxPartitions)
 	}
 }
