@@ -278,3 +278,30 @@ func TestPartitionsRemembered(t *testing.T) {
 		t.Fatalf("%d partitions remembered, want at most %d", n, maxPartitions)
 	}
 }
+
+// TestStaleRecordVouched: with MaxStale, a record older than it is still
+// served while a blocking query holds the lease, and without a record
+// such a lease sends the fetch to the backend directly.
+func TestStaleRecordVouched(t *testing.T) {
+	b := newFakeBackend(false, "v")
+	rdb := newClient(t)
+	tier := newTier(t, b, rdb, Options{Name: uniqueName(t), MaxStale: time.Minute})
+	ctx := context.Background()
+	req := cache.RequestInfo{Key: "k"}
+	p := tier.partition(req)
+	if err := rdb.Set(ctx, p.lease, "b:holder", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := tier.Fetch(cache.FetchOptions{}, req)
+	if err != nil || res.Value != "v@" || tier.Stats().Direct != 1 {
+		t.Fatalf("without a record: %+v %v %+v", res, err, tier.Stats())
+	}
+	old, _ := tier.o.Codec.Encode("old")
+	if err := rdb.Set(ctx, p.record, encodeRecord(p, 7, time.Now().Add(-time.Hour), old), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err = tier.Fetch(cache.FetchOptions{}, req)
+	if err != nil || res.Value != "old" || res.Index != 7 || b.calls.Load() != 1 {
+		t.Fatalf("stale record under a blocking lease: %+v %v, %d backend calls", res, err, b.calls.Load())
+	}
+}
