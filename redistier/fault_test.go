@@ -86,6 +86,27 @@ func TestRedisOutage(t *testing.T) {
 // TestSlowRedisIsBounded: a Redis that accepts connections but never
 // answers costs a fetch about RedisTimeout, not a failure.
 func TestSlowRedisIsBounded(t *testing.T) {
+	// The client's own timeout is far longer than the tier's.
+	slowRedisIsBounded(t, &redis.Options{ReadTimeout: 10 * time.Second, MaxRetries: -1})
+}
+
+// TestSlowRedisIsBoundedByDeadline: the same through a client with
+// ContextTimeoutEnabled, whose calls the tier runs in the fetch's own
+// goroutine, bounded by their context's deadline alone.
+func TestSlowRedisIsBoundedByDeadline(t *testing.T) {
+	slowRedisIsBounded(t, &redis.Options{ReadTimeout: 10 * time.Second, MaxRetries: -1, ContextTimeoutEnabled: true})
+}
+
+// TestSlowRedisIsBoundedWithoutSocketDeadlines: a client told to set no
+// socket deadlines ignores ContextTimeoutEnabled, and is bounded as one
+// without it.
+func TestSlowRedisIsBoundedWithoutSocketDeadlines(t *testing.T) {
+	slowRedisIsBounded(t, &redis.Options{ReadTimeout: -2, WriteTimeout: -2, MaxRetries: -1, ContextTimeoutEnabled: true})
+}
+
+// slowRedisIsBounded checks TestSlowRedisIsBounded with a client of the
+// given options (but for Addr).
+func slowRedisIsBounded(t *testing.T, opts *redis.Options) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -111,24 +132,21 @@ func TestSlowRedisIsBounded(t *testing.T) {
 	})
 	b := newFakeBackend(false, "v")
 	const timeout = 100 * time.Millisecond
-	// The client's own timeout is far longer than the tier's.
-	rdb := redis.NewClient(&redis.Options{Addr: l.Addr().String(), ReadTimeout: 10 * time.Second, MaxRetries: -1})
+	opts.Addr = l.Addr().String()
+	rdb := redis.NewClient(opts)
 	t.Cleanup(func() { _ = rdb.Close() })
 	tier := newTier(t, b, rdb, Options{Name: uniqueName(t), RedisTimeout: timeout})
-	start := time.Now()
-	res, err := tier.Fetch(cache.FetchOptions{}, cache.RequestInfo{Key: "k"})
-	took := time.Since(start)
-	if err != nil || res.Value != "v@" {
-		t.Fatalf("fetch: %+v %v", res, err)
-	}
-	if took > timeout+900*time.Millisecond {
-		t.Fatalf("fetch took %s with RedisTimeout %s", took, timeout)
+	// In the background, so that a fetch that hangs fails the test; it
+	// ends when the cleanup closes the connections.
+	r := receive(t, fetchAsync(context.Background(), tier, cache.FetchOptions{}, cache.RequestInfo{Key: "k"}), timeout+900*time.Millisecond)
+	if r.err != nil || r.res.Value != "v@" {
+		t.Fatalf("fetch: %+v %v", r.res, r.err)
 	}
 	if s := tier.Stats(); s.Fallbacks != 1 {
 		t.Fatalf("stats %+v, want one fallback", s)
 	}
 	// Until the next probe, fetches skip Redis altogether.
-	start = time.Now()
+	start := time.Now()
 	if _, err := tier.Fetch(cache.FetchOptions{}, cache.RequestInfo{Key: "k"}); err != nil || time.Since(start) > timeout {
 		t.Fatalf("second fetch: %v after %s", err, time.Since(start))
 	}
@@ -373,5 +391,34 @@ func TestLatePublicationDoesNotGoBack(t *testing.T) {
 		if err != nil || done != tc.want || (done && res.Index != tc.index) {
 			t.Errorf("index %d asked %d: %+v done %v %v, want done %v", tc.index, tc.asked, res, done, err, tc.want)
 		}
+	}
+}
+
+// TestHonoursDeadlines: only clients that end their calls at the
+// context's deadline are called without a goroutine of their own.
+func TestHonoursDeadlines(t *testing.T) {
+	const addr = "127.0.0.1:1"
+	for _, c := range []struct {
+		name string
+		rdb  redis.UniversalClient
+		want bool
+	}{
+		{"client", redis.NewClient(&redis.Options{Addr: addr}), false},
+		{"client with ContextTimeoutEnabled", redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true}), true},
+		{"client without socket deadlines", redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, ReadTimeout: -2}), false},
+		{"cluster", redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}}), false},
+		{"cluster with ContextTimeoutEnabled", redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}, ContextTimeoutEnabled: true}), true},
+		{"cluster with ClusterSlots", redis.NewClusterClient(&redis.ClusterOptions{
+			ContextTimeoutEnabled: true,
+			ClusterSlots:          func(context.Context) ([]redis.ClusterSlot, error) { return nil, nil },
+		}), false},
+		{"ring", redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": addr}}), false},
+		{"ring with ContextTimeoutEnabled", redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": addr}, ContextTimeoutEnabled: true}), true},
+		{"ring without socket deadlines", redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": addr}, ContextTimeoutEnabled: true, WriteTimeout: -2}), false},
+	} {
+		if got := honoursDeadlines(c.rdb); got != c.want {
+			t.Errorf("%s: honoursDeadlines = %v, want %v", c.name, got, c.want)
+		}
+		_ = c.rdb.Close()
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentcache/cache"
+	"github.com/redis/go-redis/v9"
 )
 
 // fetch is one fetch through the tier.
@@ -52,12 +53,9 @@ func (f *fetch) run() (cache.FetchResult, error) {
 		if f.expired() {
 			return f.timedOut(), nil
 		}
-		snap, err := f.read()
-		if err != nil {
-			return cache.FetchResult{}, err
-		}
-		if res, ok := f.serve(snap); ok {
-			return res, nil
+		snap, res, ok, err := f.look()
+		if err != nil || ok {
+			return res, err
 		}
 		if !f.blocking && snap.leaseBlocks {
 			// A blocking query holds the lease but cannot answer this
@@ -96,7 +94,7 @@ type leaseState struct {
 // nothing, since the new record may answer it.
 func (f *fetch) acquire(owner string, snap snapshot) (leaseState, error) {
 	header := snap.raw[:min(len(snap.raw), recordHeaderCheck)]
-	vals, err := bounded(f.ctx, f.t.o.RedisTimeout, func(ctx context.Context) ([]any, error) {
+	vals, err := bounded(f.ctx, f.t.bound, func(ctx context.Context) ([]any, error) {
 		keys := []string{f.p.lease, f.p.record}
 		return acquireScript.Run(ctx, f.t.rdb, keys, owner, f.t.o.LeaseTTL.Milliseconds(), header).Slice()
 	})
@@ -120,30 +118,108 @@ func (f *fetch) acquire(owner string, snap snapshot) (leaseState, error) {
 // isBlockingOwner reports whether a lease owner runs a blocking query.
 func isBlockingOwner(owner string) bool { return strings.HasPrefix(owner, "b:") }
 
+// look reads the partition and serves its record if it answers the
+// fetch; otherwise it returns what it read, with the lease if a
+// non-blocking fetch needs it. A record that is likely to answer (a
+// blocking fetch's, or one that MaxStale may let through) is read alone,
+// in a single GET: the lease matters only if it does not answer, and a
+// blocking fetch's first look does not use it at all.
+func (f *fetch) look() (s snapshot, res cache.FetchResult, ok bool, err error) {
+	leaseFirst := !f.blocking && f.t.o.MaxStale == 0
+	if leaseFirst {
+		s, err = f.read()
+	} else {
+		s, err = f.readRecord()
+	}
+	if err != nil {
+		return s, res, false, err
+	}
+	if res, ok = f.serve(s); ok || f.blocking || leaseFirst {
+		return s, res, ok, nil
+	}
+	if s.recErr != nil || !f.stale(s.rec) {
+		// No record to serve (none, or one the Codec rejects): the lease
+		// alone tells what to do.
+		err = f.readLease(&s)
+		return s, res, false, err
+	}
+	// A stale record may be served if a blocking query vouches for it:
+	// read both at one instant.
+	if s, err = f.read(); err != nil {
+		return s, res, false, err
+	}
+	res, ok = f.serve(s)
+	return s, res, ok, nil
+}
+
 // read reads the partition's record and lease.
 func (f *fetch) read() (snapshot, error) {
-	vals, err := bounded(f.ctx, f.t.o.RedisTimeout, func(ctx context.Context) ([]any, error) {
+	vals, err := bounded(f.ctx, f.t.bound, func(ctx context.Context) ([]any, error) {
 		return f.t.rdb.MGet(ctx, f.p.record, f.p.lease).Result()
 	})
 	if err != nil {
 		return snapshot{}, err
 	}
 	f.t.redisAnswered()
-	var s snapshot
-	s.recErr = errMissing
+	s := snapshot{recErr: errMissing}
 	if len(vals) == 2 {
 		if v, ok := vals[0].(string); ok {
-			s.raw = []byte(v)
-			s.rec, s.recErr = decodeRecord(f.p, s.raw)
-			if s.recErr != nil {
-				f.t.metrics.incr(cDecodeError)
-			}
+			f.decode(&s, v)
 		}
 		if v, ok := vals[1].(string); ok {
 			s.leaseHeld, s.leaseBlocks = true, isBlockingOwner(v)
 		}
 	}
 	return s, nil
+}
+
+// readRecord reads the partition's record alone.
+func (f *fetch) readRecord() (snapshot, error) {
+	v, err := f.get(f.p.record)
+	if err != nil {
+		return snapshot{}, err
+	}
+	s := snapshot{recErr: errMissing}
+	if v != "" {
+		f.decode(&s, v)
+	}
+	return s, nil
+}
+
+// readLease adds the partition's lease to s.
+func (f *fetch) readLease(s *snapshot) error {
+	v, err := f.get(f.p.lease)
+	if err != nil {
+		return err
+	}
+	s.leaseHeld, s.leaseBlocks = v != "", isBlockingOwner(v)
+	return nil
+}
+
+// get returns the value of a key, "" if there is none: neither a record
+// nor a lease is ever empty.
+func (f *fetch) get(key string) (string, error) {
+	v, err := bounded(f.ctx, f.t.bound, func(ctx context.Context) (string, error) {
+		v, err := f.t.rdb.Get(ctx, key).Result()
+		if err == redis.Nil {
+			return "", nil
+		}
+		return v, err
+	})
+	if err != nil {
+		return "", err
+	}
+	f.t.redisAnswered()
+	return v, nil
+}
+
+// decode decodes the record v into s, counting a record it cannot use.
+func (f *fetch) decode(s *snapshot, v string) {
+	s.raw = []byte(v)
+	s.rec, s.recErr = decodeRecord(f.p, s.raw)
+	if s.recErr != nil {
+		f.t.metrics.incr(cDecodeError)
+	}
 }
 
 // serve returns the snapshot's record as the fetch's result, if it
@@ -156,10 +232,16 @@ func (f *fetch) serve(s snapshot) (cache.FetchResult, bool) {
 		if s.rec.index <= f.opts.MinIndex {
 			return cache.FetchResult{}, false
 		}
-	} else if !s.leaseBlocks && (f.t.o.MaxStale == 0 || time.Since(s.rec.fetchedAt) >= f.t.o.MaxStale) {
+	} else if !s.leaseBlocks && f.stale(s.rec) {
 		return cache.FetchResult{}, false
 	}
 	return f.result(s.rec)
+}
+
+// stale reports whether a record is too old to answer a non-blocking
+// fetch by itself.
+func (f *fetch) stale(rec record) bool {
+	return f.t.o.MaxStale == 0 || time.Since(rec.fetchedAt) >= f.t.o.MaxStale
 }
 
 // result decodes a record into the fetch's result, counting a shared hit.
@@ -201,7 +283,7 @@ func (f *fetch) direct(s snapshot) (cache.FetchResult, error) {
 		return res, err
 	}
 	if payload, ok := f.record(res); ok {
-		_, err := bounded(f.ctx, f.t.o.RedisTimeout, func(ctx context.Context) (int64, error) {
+		_, err := bounded(f.ctx, f.t.bound, func(ctx context.Context) (int64, error) {
 			return putScript.Run(ctx, f.t.rdb, []string{f.p.record}, payload, f.t.o.RecordTTL.Milliseconds(), s.raw).Int64()
 		})
 		f.t.publishFailed(err)

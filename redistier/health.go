@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // health tracks whether Redis answers. While it does not, fetches go
@@ -57,14 +59,53 @@ func isRedisError(err error) bool {
 	return errors.As(err, &re)
 }
 
-// bounded runs f with a context that ends after d, and returns when f
-// does or the context ends, whichever is first. The client may not honour
-// context deadlines on its sockets (go-redis does only with
-// ContextTimeoutEnabled), so f runs in a goroutine of its own, which
-// finishes within the client's own timeouts. Errors are *redisError.
-func bounded[T any](ctx context.Context, d time.Duration, f func(context.Context) (T, error)) (T, error) {
-	ctx, cancel := context.WithTimeout(ctx, d)
+// bound is how a tier bounds its Redis calls.
+type bound struct {
+	timeout time.Duration // RedisTimeout
+	// inline: the client ends every call at its context's deadline, so
+	// that a call needs no goroutine of its own.
+	inline bool
+}
+
+// honoursDeadlines reports whether rdb ends its calls at their context's
+// deadline: a go-redis client, cluster client or ring with
+// ContextTimeoutEnabled whose read and write timeouts keep socket
+// deadlines on (not -2) and, for a cluster, without a ClusterSlots
+// function, which may ignore its context. Hooks, dialers and NewClient
+// functions of such a client are trusted to honour their contexts too.
+// Any other client gets a goroutine per call.
+func honoursDeadlines(rdb redis.UniversalClient) bool {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		o := c.Options()
+		return o.ContextTimeoutEnabled && o.ReadTimeout >= 0 && o.WriteTimeout >= 0
+	case *redis.ClusterClient:
+		o := c.Options()
+		return o.ContextTimeoutEnabled && o.ReadTimeout >= 0 && o.WriteTimeout >= 0 && o.ClusterSlots == nil
+	case *redis.Ring:
+		o := c.Options()
+		return o.ContextTimeoutEnabled && o.ReadTimeout >= 0 && o.WriteTimeout >= 0
+	}
+	return false
+}
+
+// bounded runs f with a context that ends after b.timeout, and returns
+// when f does or the context ends, whichever is first. A client that
+// honours context deadlines on its sockets (see honoursDeadlines) ends f
+// in time by itself, and f runs in the caller's goroutine. Otherwise
+// (go-redis ignores deadlines without ContextTimeoutEnabled) f runs in a
+// goroutine of its own, which finishes within the client's own timeouts.
+// Errors are *redisError.
+func bounded[T any](ctx context.Context, b bound, f func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
+	if b.inline {
+		v, err := f(ctx)
+		if err != nil {
+			return v, &redisError{err}
+		}
+		return v, nil
+	}
 	type out struct {
 		v   T
 		err error

@@ -69,7 +69,7 @@ func (f *fetch) keepLease(owner string) (stop func()) {
 // once another owner has it. A failed call is retried at the next tick;
 // if Redis stays away, the lease expires and the commit finds it gone.
 func (f *fetch) renew(owner string) bool {
-	n, err := bounded(f.ctx, f.t.o.RedisTimeout, func(ctx context.Context) (int64, error) {
+	n, err := bounded(f.ctx, f.t.bound, func(ctx context.Context) (int64, error) {
 		return renewScript.Run(ctx, f.t.rdb, []string{f.p.lease}, owner, f.t.o.LeaseTTL.Milliseconds()).Int64()
 	})
 	if err == nil && n == 0 {
@@ -87,7 +87,7 @@ func (f *fetch) commit(owner string, payload []byte, kind byte, body []byte) {
 	msg := make([]byte, 0, publishIDLen+len(body))
 	msg = append(append(append(msg, f.p.id[:]...), kind), body...)
 	ctx := context.WithoutCancel(f.ctx)
-	n, err := bounded(ctx, f.t.o.RedisTimeout, func(ctx context.Context) (int64, error) {
+	n, err := bounded(ctx, f.t.bound, func(ctx context.Context) (int64, error) {
 		keys := []string{f.p.lease, f.p.record}
 		return commitScript.Run(ctx, f.t.rdb, keys, owner, payload, f.t.o.RecordTTL.Milliseconds(), f.t.channel, msg).Int64()
 	})

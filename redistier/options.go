@@ -64,7 +64,10 @@ type Options struct {
 	RecordTTL time.Duration
 
 	// RedisTimeout bounds every Redis call. Zero means
-	// DefaultRedisTimeout.
+	// DefaultRedisTimeout. A go-redis client with ContextTimeoutEnabled
+	// (and socket deadlines on) ends a call at this deadline by itself;
+	// the calls of any other client run in a goroutine each, which costs
+	// a shared hit more.
 	RedisTimeout time.Duration
 
 	// Logger receives one line when Redis becomes unreachable and one

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/agentcache/cache"
@@ -30,8 +31,43 @@ const (
 	labelFingerprint = "agentcache/redistier/fingerprint/v1"
 )
 
+// maxPartitions bounds the partitions a tier remembers: past it, the
+// memory is emptied and refilled by the requests that follow.
+const maxPartitions = 4096
+
+// partitionKey identifies a partition within a tier.
+type partitionKey struct{ datacenter, token, key string }
+
+// partitions remembers the partitions of recent requests, so that a
+// shared hit does not compute two HMACs. Partitions never change once
+// made; the memory stays in the process, like the requests themselves.
+type partitions struct {
+	mu sync.RWMutex
+	m  map[partitionKey]*partition
+}
+
 // partition returns the partition of a request.
 func (t *Tier) partition(info cache.RequestInfo) *partition {
+	k := partitionKey{info.Datacenter, info.Token, info.Key}
+	ps := &t.parts
+	ps.mu.RLock()
+	p, ok := ps.m[k]
+	ps.mu.RUnlock()
+	if ok {
+		return p
+	}
+	p = t.newPartition(info)
+	ps.mu.Lock()
+	if len(ps.m) >= maxPartitions || ps.m == nil {
+		ps.m = make(map[partitionKey]*partition)
+	}
+	ps.m[k] = p
+	ps.mu.Unlock()
+	return p
+}
+
+// newPartition computes the partition of a request.
+func (t *Tier) newPartition(info cache.RequestInfo) *partition {
 	p := &partition{token: info.Token}
 	fields := []string{t.o.Name, info.Datacenter, info.Token, info.Key}
 	p.id = t.mac(labelID, fields)

@@ -24,6 +24,8 @@ type Tier struct {
 	keyBase string // KeyPrefix:Name:
 	channel string // where the tier's publications go
 
+	bound   bound
+	parts   partitions
 	health  health
 	metrics tierMetrics
 	subs    *subscriber
@@ -51,6 +53,7 @@ func Wrap(inner cache.Type, rdb redis.UniversalClient, o Options) *Tier {
 	}
 	o = o.normalise()
 	t := &Tier{inner: inner, rdb: rdb, o: o}
+	t.bound = bound{timeout: o.RedisTimeout, inline: honoursDeadlines(rdb)}
 	t.keyBase = o.KeyPrefix + ":" + o.Name + ":"
 	t.channel = t.keyBase + "events"
 	t.metrics.init(&t.o)

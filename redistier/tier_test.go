@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -249,5 +250,58 @@ func TestTokensNeverReachRedis(t *testing.T) {
 	}
 	if k := holder.RecordKey("", token, "k"); strings.Contains(k, token) || !strings.Contains(k, name) {
 		t.Fatalf("record key %q", k)
+	}
+}
+
+// TestPartitionsRemembered: a tier remembers a bounded number of
+// partitions, each the one its request's datacenter, token and key make.
+func TestPartitionsRemembered(t *testing.T) {
+	tier := newTier(t, newFakeBackend(false, "v"), newClient(t), Options{Name: uniqueName(t)})
+	a := cache.RequestInfo{Datacenter: "dc1", Token: "a", Key: "k"}
+	p := tier.partition(a)
+	if tier.partition(a) != p || *p != *tier.newPartition(a) {
+		t.Fatal("a remembered partition differs from the request's")
+	}
+	for _, other := range []cache.RequestInfo{
+		{Datacenter: "dc1", Token: "b", Key: "k"},
+		{Datacenter: "dc2", Token: "a", Key: "k"},
+		{Datacenter: "dc1", Token: "a", Key: "k2"},
+	} {
+		if q := tier.partition(other); q.id == p.id || q.fp == p.fp || q.record == p.record {
+			t.Fatalf("%+v shares the partition of %+v", other, a)
+		}
+	}
+	for i := range maxPartitions + 10 {
+		tier.partition(cache.RequestInfo{Token: "t", Key: strconv.Itoa(i)})
+	}
+	if n := len(tier.parts.m); n > maxPartitions {
+		t.Fatalf("%d partitions remembered, want at most %d", n, maxPartitions)
+	}
+}
+
+// TestStaleRecordVouched: with MaxStale, a record older than it is still
+// served while a blocking query holds the lease, and without a record
+// such a lease sends the fetch to the backend directly.
+func TestStaleRecordVouched(t *testing.T) {
+	b := newFakeBackend(false, "v")
+	rdb := newClient(t)
+	tier := newTier(t, b, rdb, Options{Name: uniqueName(t), MaxStale: time.Minute})
+	ctx := context.Background()
+	req := cache.RequestInfo{Key: "k"}
+	p := tier.partition(req)
+	if err := rdb.Set(ctx, p.lease, "b:holder", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := tier.Fetch(cache.FetchOptions{}, req)
+	if err != nil || res.Value != "v@" || tier.Stats().Direct != 1 {
+		t.Fatalf("without a record: %+v %v %+v", res, err, tier.Stats())
+	}
+	old, _ := tier.o.Codec.Encode("old")
+	if err := rdb.Set(ctx, p.record, encodeRecord(p, 7, time.Now().Add(-time.Hour), old), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err = tier.Fetch(cache.FetchOptions{}, req)
+	if err != nil || res.Value != "old" || res.Index != 7 || b.calls.Load() != 1 {
+		t.Fatalf("stale record under a blocking lease: %+v %v, %d backend calls", res, err, b.calls.Load())
 	}
 }
