@@ -30,6 +30,10 @@ type EntryFilter struct {
 // It never holds the entry's ACL token, in any form: TokenFingerprint
 // tells entries of different tokens apart instead, and the token is
 // redacted from every text field, even from a key that embeds it.
+//
+// Its strings share the entry's memory, so that a snapshot allocates next
+// to nothing: an EntryInfo kept keeps the entry it describes in memory,
+// evicted or not, until it is dropped.
 type EntryInfo struct {
 	// Type, Datacenter and Key are the entry's partition, without its
 	// token.
@@ -214,7 +218,7 @@ func (c *Cache) describe(e *entry, f *EntryFilter, fps *fingerprints) (EntryInfo
 		Watchers:       int(watchers),
 		TTL:            ttlLeft(e, res, watchers, last, now),
 	}
-	info.Datacenter, info.Key = copyPartition(&k)
+	info.Datacenter, info.Key = redact(k.token, k.dc), redact(k.token, k.key)
 	if info.HasValue {
 		info.SinceFetch = time.Duration(now - res.fetchedAt)
 	}
@@ -232,15 +236,6 @@ func (c *Cache) describe(e *entry, f *EntryFilter, fps *fingerprints) (EntryInfo
 		info.Failures = int(n)
 	}
 	return info, true
-}
-
-// copyPartition returns copies of k's datacenter and key, in one
-// allocation, with the token redacted. Copies, so that a snapshot does not
-// keep evicted entries (whose keys share their memory) alive.
-func copyPartition(k *entryKey) (dc, key string) {
-	s := k.dc + k.key
-	dc, key = s[:len(k.dc)], s[len(k.dc):]
-	return redact(k.token, dc), redact(k.token, key)
 }
 
 // ttlLeft returns the time left at now before e expires, given its result,
