@@ -34,6 +34,7 @@ type options struct {
 	think          time.Duration
 	refreshTimeout time.Duration
 	prefix         string
+	metricsAddr    string
 }
 
 func main() {
@@ -55,6 +56,7 @@ func parseFlags() options {
 	flag.DurationVar(&o.think, "think", time.Millisecond, "pause between two Gets of one reader, as a client doing other work would (0: Get in a tight loop)")
 	flag.DurationVar(&o.refreshTimeout, "refresh-timeout", 10*time.Minute, "longest blocking query (watch) of the background refresh")
 	flag.StringVar(&o.prefix, "prefix", "/agentcache-demo/", "etcd key prefix for the demo's keys; they are deleted at the end")
+	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "`host:port` to serve Prometheus metrics at /metrics and the cache's entries at /debug/cache/entries while the demo runs (empty: off)")
 	flag.Usage = func() {
 		out := flag.CommandLine.Output()
 		fmt.Fprintf(out, "Usage: demo [flags]\n\n")
@@ -81,7 +83,11 @@ func run(o options) error {
 	cfg := metrics.DefaultConfig("")
 	cfg.EnableHostname = false
 	cfg.EnableRuntimeMetrics = false
-	if _, err := metrics.NewGlobal(cfg, sink); err != nil {
+	prom, err := newPromMetrics(o.metricsAddr, "kv", "prefix")
+	if err != nil {
+		return err
+	}
+	if _, err := metrics.NewGlobal(cfg, prom.sinks(sink)); err != nil {
 		return err
 	}
 
@@ -99,6 +105,11 @@ func run(o options) error {
 	w := &workload{cache: c, cli: b.cli, prefix: o.prefix, readers: o.readers, think: o.think, writesPerSec: o.writesPerSec}
 	defer w.cleanup() // after the cache is closed, before the client is
 	defer c.Close()
+	_, stopServing, err := prom.serve(c, os.Stdout)
+	if err != nil {
+		return err
+	}
+	defer stopServing()
 	seedCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = w.seed(seedCtx, o.keys)
 	cancel()
