@@ -160,21 +160,14 @@ func statsBackground(c *Cache, bg string) (stop func() int) {
 // statsWalk reads, of every entry of c, what a snapshot reads without a
 // lock (the entry, its key, result and loop state), and nothing else.
 func statsWalk(c *Cache, quit *atomic.Bool) (sum int) {
-	for i := range c.shards {
-		t := c.shards[i].tab.Load()
-		for j := range t.slots {
-			e := t.slots[j].e.Load()
-			if e == nil || e == tombstone {
-				continue
-			}
-			k := decodeKey(e.key)
-			sum += len(k.key) + int(e.result().index) + int(e.watchers.Load()+int32(e.lastAccess.Load()))
-			if lp := e.loop.Load(); lp != nil {
-				sum += int(lp.lostContact.Load())
-			}
-			if quit.Load() {
-				return sum
-			}
+	for e := range c.tableEntries() {
+		k := decodeKey(e.key)
+		sum += len(k.key) + int(e.result().index) + int(e.watchers.Load()+int32(e.lastAccess.Load()))
+		if lp := e.loop.Load(); lp != nil {
+			sum += int(lp.lostContact.Load())
+		}
+		if quit.Load() {
+			break
 		}
 	}
 	return sum

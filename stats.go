@@ -131,16 +131,24 @@ func (c *Cache) Entries(f EntryFilter) []EntryInfo {
 func (c *Cache) EntriesSeq(f EntryFilter) iter.Seq[EntryInfo] {
 	return func(yield func(EntryInfo) bool) {
 		var fps fingerprints
+		for e := range c.tableEntries() {
+			if info, ok := c.describe(e, &f, &fps); ok && !yield(info) {
+				return
+			}
+		}
+	}
+}
+
+// tableEntries returns an iterator over the entries in the shards' tables,
+// which reads them without a lock, as lookups do: a table's slots are
+// atomics, and a published table is only ever changed in ways a concurrent
+// reader tolerates.
+func (c *Cache) tableEntries() iter.Seq[*entry] {
+	return func(yield func(*entry) bool) {
 		for i := range c.shards {
-			// A table's slots are atomics, and a published table is only
-			// ever changed in ways a concurrent reader tolerates.
 			t := c.shards[i].tab.Load()
 			for j := range t.slots {
-				e := t.slots[j].e.Load()
-				if e == nil || e == tombstone {
-					continue
-				}
-				if info, ok := c.describe(e, &f, &fps); ok && !yield(info) {
+				if e := t.slots[j].e.Load(); e != nil && e != tombstone && !yield(e) {
 					return
 				}
 			}
