@@ -421,6 +421,10 @@ type entryLoop struct {
 	// lostContact is when background refresh first failed, as an offset
 	// from Cache.epoch; 0 while it is connected.
 	lostContact atomic.Int64
+
+	// failures is the loop's count of failed attempts in a row after its
+	// latest fetch, for Cache.Entries.
+	failures atomic.Uint32
 }
 
 // loopState returns the entry's entryLoop, creating it if needed.

@@ -231,6 +231,7 @@ func (l *fetchLoop) fetchOnce() bool {
 		connected.Stop()
 	}
 	l.account(prev, &o)
+	lp.failures.Store(uint32(min(l.attempt, maxEmptyRun)))
 
 	// Into the expiry heap first: the callers this wakes then find the
 	// entry accounted for, and a burst of misses is held back by the

@@ -10,4 +10,7 @@
 // [ParseCacheControl] and [ApplyRequestInfo] parse the header,
 // [WriteMetaHeaders] writes the response headers, and [Handler] puts them
 // together into an http.Handler that answers with JSON.
+//
+// For operators, [EntriesHandler] shows the state of a cache's entries, as
+// JSON or an HTML table, on an internal debug mux.
 package cachehttp

@@ -40,6 +40,7 @@ type options struct {
 	prefix         string
 	instances      int
 	redis          string
+	metricsAddr    string
 }
 
 func main() {
@@ -63,6 +64,7 @@ func parseFlags() options {
 	flag.StringVar(&o.prefix, "prefix", "/agentcache-demo/", "etcd key prefix for the demo's keys; they are deleted at the end")
 	flag.IntVar(&o.instances, "instances", 1, "number of cache instances (each with its own cache.New) sharing the readers; above 1 the summary shows etcd fetches per write")
 	flag.StringVar(&o.redis, "redis", "", "`host:port` of a Redis: run a second fleet of -instances caches that share their fetches through redistier, and compare; \"local\" starts a redis-server from PATH")
+	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "`host:port` to serve Prometheus metrics at /metrics and the cache's entries at /debug/cache/entries while the demo runs (empty: off)")
 	flag.Usage = func() {
 		out := flag.CommandLine.Output()
 		fmt.Fprintf(out, "Usage: demo [flags]\n\n")
@@ -89,7 +91,11 @@ func run(o options, out io.Writer) error {
 	cfg := metrics.DefaultConfig("")
 	cfg.EnableHostname = false
 	cfg.EnableRuntimeMetrics = false
-	if _, err := metrics.NewGlobal(cfg, sink); err != nil {
+	prom, err := newPromMetrics(o.metricsAddr, "kv", "prefix")
+	if err != nil {
+		return err
+	}
+	if _, err := metrics.NewGlobal(cfg, prom.sinks(sink)); err != nil {
 		return err
 	}
 
@@ -107,6 +113,12 @@ func run(o options, out io.Writer) error {
 	w := &workload{caches: f.caches, cli: b.cli, prefix: o.prefix, readers: o.readers, think: o.think, writesPerSec: o.writesPerSec}
 	defer w.cleanup() // after the caches are closed, before the client is
 	defer f.close()
+	// The entries view shows the first instance's cache.
+	_, stopServing, err := prom.serve(f.caches[0], os.Stdout)
+	if err != nil {
+		return err
+	}
+	defer stopServing()
 	seedCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = w.seed(seedCtx, o.keys)
 	cancel()
