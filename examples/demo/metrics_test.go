@@ -100,7 +100,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	c.RegisterType("kv", &etcdcache.KV{Client: b.cli}, reg)
 	c.RegisterType("prefix", &etcdcache.Prefix{Client: b.cli}, reg)
 	o := options{readers: 8, keys: 10, writesPerSec: 50, think: time.Millisecond, prefix: "/agentcache-demo-metrics-test/"}
-	w := &workload{cache: c, cli: b.cli, prefix: o.prefix, readers: o.readers, think: o.think, writesPerSec: o.writesPerSec}
+	w := &workload{caches: []*cache.Cache{c}, cli: b.cli, prefix: o.prefix, readers: o.readers, think: o.think, writesPerSec: o.writesPerSec}
 	defer w.cleanup()
 	defer c.Close()
 	var announced bytes.Buffer
