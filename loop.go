@@ -14,8 +14,8 @@ type joinRequest struct {
 	// e is the entry for key if the Get just found it in its shard, else
 	// nil.
 	e *entry
-	// key is a copy: a pointer to the Get's would make its getCall escape
-	// with r, which the loop keeps.
+	// key is a copy: a pointer to the Get's would make the Get's locals
+	// escape with r, which the loop keeps.
 	key keyRef
 	r   Request
 	// seen is the result the Get examined; how says what it waits for.
@@ -28,7 +28,7 @@ type joinRequest struct {
 // if the cache is closed. If a newer result than jr.seen was published
 // since, the channel is already closed, so a Get racing with a finishing
 // fetch never waits for (or starts) another one.
-func (c *Cache) join(jr joinRequest) (*entry, <-chan struct{}) {
+func (c *Cache) join(jr *joinRequest) (*entry, <-chan struct{}) {
 	e, seen := jr.e, jr.seen
 	if e == nil {
 		e = c.lookupOrCreate(&jr.key, jr.te)

@@ -117,8 +117,7 @@ func (w *watch) get(minIndex, floor uint64) (any, ResultMeta, error) {
 	if done, v, meta, err := w.c.getFast(w.ctx, w.t, w.r, &w.info); done {
 		return v, meta, err
 	}
-	g := getCall{c: w.c, ctx: w.ctx, t: w.t, r: w.r, info: w.info, floor: floor, watch: true}
-	return g.run()
+	return w.c.getSlow(w.ctx, w.t, w.r, &w.info, floor, true)
 }
 
 // blocking is the watch's loop for blocking types.
