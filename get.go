@@ -142,25 +142,16 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 	// The key's bytes on the heap, not on the stack: the stack of a
 	// waiting Get then stays shallow.
 	key := c.makeKey(nil, t, info.Datacenter, info.Token, info.Key)
-	var (
-		r0      = round{first: true, floor: floor}
-		timeout <-chan time.Time
-		waited  *entry // the entry whose fetch we last waited for
-	)
+	r0 := round{first: true, floor: floor}
+	var timeout <-chan time.Time
+	var waited *entry // the entry whose fetch we last waited for
 	for {
 		te := c.typeEntry(t)
 		if te == nil {
 			return nil, ResultMeta{}, unknownType(t)
 		}
 		found := c.lookup(&key)
-		s := sight{te: te, e: found, res: noResult}
-		if s.e == nil {
-			s.e = waited // evicted meanwhile: its last result still answers us
-		}
-		if s.e != nil {
-			s.res = s.e.result()
-		}
-		s.now = c.now()
+		s := c.look(te, found, waited)
 		if done, err := c.answer(&s, info, &r0); done {
 			if err != nil {
 				return s.res.value, c.meta(&s), err
@@ -169,11 +160,10 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 			return v, meta, nil
 		}
 		if r0.first {
-			if timer := c.miss(te, info); timer != nil {
+			if timer := c.miss(te, info, &r0); timer != nil {
 				defer timer.Stop()
 				timeout = timer.C
 			}
-			r0.first = false
 		}
 		r0.next(&s, info, watch)
 		var ch <-chan struct{}
@@ -182,13 +172,10 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 			s.e = waited
 			return s.res.value, c.meta(&s), ErrClosed
 		}
-		// While Gets wait on an entry it cannot expire (it is watched),
-		// and the end of a wait is a use. The wait is here rather than in
-		// a function of its own, and is a plain receive when nothing else
-		// can end it, to keep the stack of a waiting Get within a new
-		// goroutine's first stack. Close wakes the Gets that wait for a
-		// change, and lets those that need a value get the result of the
-		// fetch in flight (see entry.closeLoop).
+		// A watched entry cannot expire, and the end of a wait is a use.
+		// The wait is inline, and a plain receive when nothing else can end
+		// it, to keep the stack shallow. Close wakes the Gets waiting for a
+		// change; the others get their fetch's result (entry.closeLoop).
 		waited.watchers.Add(1)
 		timedOut, cancelled := false, false
 		if timeout == nil && ctx.Done() == nil {
@@ -206,12 +193,33 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		waited.watchers.Add(-1)
 		if timedOut || cancelled {
 			c.leave(waited, ch, r0.how&needsResult != 0)
-			if cancelled {
-				return s.res.value, ResultMeta{Index: s.res.index}, ctx.Err()
-			}
-			return s.res.value, ResultMeta{Index: s.res.index}, nil
+			return gaveUp(ctx, s.res, cancelled)
 		}
 	}
+}
+
+// look returns what a Get sees of the entry for its key: found, the entry
+// in the cache if any, or else waited, the one it waited on, which was
+// evicted meanwhile but whose last result still answers it.
+func (c *Cache) look(te *typeEntry, found, waited *entry) sight {
+	s := sight{te: te, e: found, res: noResult}
+	if s.e == nil {
+		s.e = waited
+	}
+	if s.e != nil {
+		s.res = s.e.result()
+	}
+	s.now = c.now()
+	return s
+}
+
+// gaveUp returns what a Get that had seen res returns when its Timeout
+// passed (cancelled false) or ctx ended while it waited.
+func gaveUp(ctx context.Context, res *result, cancelled bool) (any, ResultMeta, error) {
+	if cancelled {
+		return res.value, ResultMeta{Index: res.index}, ctx.Err()
+	}
+	return res.value, ResultMeta{Index: res.index}, nil
 }
 
 // round is what a waiting Get carries from one round to the next.
@@ -261,9 +269,10 @@ func (c *Cache) answer(s *sight, info *RequestInfo, rd *round) (done bool, err e
 	return false, nil
 }
 
-// miss counts the first round's miss of type te and starts the Get's
-// Timeout, whose timer it returns (nil for none).
-func (c *Cache) miss(te *typeEntry, info *RequestInfo) *time.Timer {
+// miss counts the first round's miss of type te, ends the first round rd
+// and starts the Get's Timeout, whose timer it returns (nil for none).
+func (c *Cache) miss(te *typeEntry, info *RequestInfo, rd *round) *time.Timer {
+	rd.first = false
 	if info.MinIndex == 0 {
 		c.metrics.incr(te.keys.missNew)
 	} else {

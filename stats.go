@@ -250,7 +250,9 @@ func (c *Cache) describe(e *entry, f *EntryFilter, fps *fingerprints) (EntryInfo
 }
 
 // ttlLeft returns the time left at now before e expires, given its result,
-// watchers and last access as the snapshot read them.
+// watchers and last access as the snapshot read them. They come as
+// five parameters because the snapshot read each once, atomically, and the
+// TTL must agree with the other fields it reports.
 func ttlLeft(e *entry, res *result, watchers int32, last, now int64) time.Duration {
 	if watchers > 0 || res == noResult || last == 0 {
 		// In use, or not in the expiry heap yet.
