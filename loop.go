@@ -61,7 +61,12 @@ func (c *Cache) startLoop(e *entry, te *typeEntry, r Request) {
 	if te.opts.Refresh {
 		e.refreshing.Store(true)
 	}
-	go (&fetchLoop{c: c, e: e, lp: lp, r: r, te: te}).run()
+	// The loop is built on its goroutine's stack: one allocation (the
+	// goroutine's closure) rather than two.
+	go func() {
+		l := fetchLoop{c: c, e: e, lp: lp, r: r, te: te}
+		l.run()
+	}()
 }
 
 // startRefresh starts the background refresh of an entry of a refreshing

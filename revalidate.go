@@ -16,7 +16,10 @@ func (c *Cache) sideFetch(e *entry, te *typeEntry, r Request) <-chan struct{} {
 		lp.side = make(chan struct{})
 		ctx, cancel := context.WithCancel(context.Background())
 		lp.sideCancel = cancel
-		go (&revalidation{c, ctx, e, lp, te, r}).run()
+		go func() {
+			v := revalidation{c, ctx, e, lp, te, r}
+			v.run()
+		}()
 	}
 	return lp.side
 }
