@@ -146,9 +146,8 @@ func (c *Cache) EntriesSeq(f EntryFilter) iter.Seq[EntryInfo] {
 func (c *Cache) tableEntries() iter.Seq[*entry] {
 	return func(yield func(*entry) bool) {
 		for i := range c.shards {
-			t := c.shards[i].tab.Load()
-			for j := range t.slots {
-				if e := t.slots[j].e.Load(); e != nil && e != tombstone && !yield(e) {
+			for e := range c.shards[i].tab.Load().all {
+				if !yield(e) {
 					return
 				}
 			}

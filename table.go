@@ -131,11 +131,20 @@ func (t *table) rebuild(n int) *table {
 }
 
 // each calls f for every entry in the table. The shard's mutex must be
-// held.
+// held, for an exact view.
 func (t *table) each(f func(*entry)) {
+	for e := range t.all {
+		f(e)
+	}
+}
+
+// all yields the entries in the table. It needs no lock: like a lookup,
+// without the shard's mutex it may miss an entry being added or yield one
+// being removed.
+func (t *table) all(yield func(*entry) bool) {
 	for i := range t.slots {
-		if e := t.slots[i].e.Load(); e != nil && e != tombstone {
-			f(e)
+		if e := t.slots[i].e.Load(); e != nil && e != tombstone && !yield(e) {
+			return
 		}
 	}
 }
