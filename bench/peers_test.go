@@ -238,7 +238,7 @@ func (s *singleflightMap) get(k *benchKey) (*Value, error) {
 	if v != nil {
 		return v, nil
 	}
-	r, err, _ := s.g.Do(k.full, func() (interface{}, error) {
+	r, err, _ := s.g.Do(k.full, func() (any, error) {
 		// A flight that finished between our look and Do has stored
 		// the value: serve it rather than fetch again.
 		s.mu.RLock()

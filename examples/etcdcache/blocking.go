@@ -33,7 +33,7 @@ type view[V any] struct {
 func blockingFetch[V any](s settings, cli *clientv3.Client, opts cache.FetchOptions, v view[V]) (cache.FetchResult, error) {
 	var last V
 	var haveLast bool
-	var lastState interface{}
+	var lastState any
 	if opts.LastResult != nil {
 		last, haveLast = opts.LastResult.Value.(V)
 		lastState = opts.LastResult.State

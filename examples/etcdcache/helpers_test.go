@@ -152,7 +152,7 @@ func del(t *testing.T, cli *clientv3.Client, key string) int64 {
 
 // getResult is the outcome of a Get run in the background.
 type getResult struct {
-	value interface{}
+	value any
 	meta  cache.ResultMeta
 	err   error
 	took  time.Duration
@@ -182,7 +182,7 @@ func receive(t *testing.T, ch <-chan getResult, d time.Duration) getResult {
 }
 
 // mustKV asserts that a Get succeeded with a KeyValue and returns it.
-func mustKV(t *testing.T, v interface{}, err error) KeyValue {
+func mustKV(t *testing.T, v any, err error) KeyValue {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("get: %v", err)

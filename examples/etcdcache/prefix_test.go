@@ -10,7 +10,7 @@ import (
 
 // values returns the key=value pairs of a Prefix result, relative to
 // prefix.
-func values(t *testing.T, v interface{}, err error, prefix string) []string {
+func values(t *testing.T, v any, err error, prefix string) []string {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("get: %v", err)

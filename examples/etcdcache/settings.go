@@ -79,7 +79,7 @@ type revision int64
 
 // watchFrom returns the revision after which a blocking fetch has to look
 // for changes: the later of MinIndex and the last result's State.
-func watchFrom(minIndex uint64, last interface{}) int64 {
+func watchFrom(minIndex uint64, last any) int64 {
 	from := int64(minIndex)
 	if r, ok := last.(revision); ok && int64(r) > from {
 		from = int64(r)
