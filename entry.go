@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,9 +14,11 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// result is one published outcome of a fetch: the value the entry serves and
-// the error of the latest attempt. A result is immutable once published, so
-// readers load it without a lock.
+// result is one published outcome of a fetch, as a snapshot read from
+// its entry: the value the entry serves and the error of the latest
+// attempt. The entry holds the fields inline, under a sequence lock (see
+// entry.seq), so that a hit reads them from the entry's own memory, and a
+// fetch publishes without allocating.
 //
 // It holds only what a hit reads; the type's state and the latest error,
 // which most results lack, sit in a separate resultExtra.
@@ -31,6 +34,10 @@ type result struct {
 
 	// extra is nil when all its fields are zero.
 	extra *resultExtra
+
+	// ver counts the results the entry published up to this one: 0 for
+	// none yet. With the entry, it tells results apart.
+	ver uint64
 }
 
 // resultExtra is the part of a result that is usually absent.
@@ -112,8 +119,8 @@ func emptyFetch(fr FetchResult, prev *result) bool {
 
 // newResult returns a result, with an extra only if one of its fields is
 // set.
-func newResult(value any, index uint64, fetchedAt int64, x resultExtra) *result {
-	r := &result{value: value, index: index, fetchedAt: fetchedAt}
+func newResult(value any, index uint64, fetchedAt int64, x resultExtra) result {
+	r := result{value: value, index: index, fetchedAt: fetchedAt}
 	// Not x != resultExtra{}: that panics for a state of an incomparable
 	// type.
 	if x.state != nil || x.err != nil || x.fetchIndex != 0 || x.stopped || x.empty != 0 {
@@ -159,8 +166,8 @@ func entryWithKey[B any](k []byte) *entry {
 //
 // Lock order: Cache.expiryMu, then shard.mu, then entry.mu. The hit path
 // takes none of them: it finds the entry in its shard's table without a
-// lock, loads res, typ (and, for a refreshing type, loop's lostContact)
-// and stores lastAccess.
+// lock, loads the result, typ (and, for a refreshing type, loop's
+// lostContact) and stores lastAccess.
 //
 // The entry keeps only what every cached item needs; what fetching needs
 // lives in an entryLoop, created when a fetch starts or a caller waits.
@@ -169,8 +176,17 @@ type entry struct {
 	// in its shard's table compares. decodeKey gives the fields back.
 	key string
 
-	// res is the latest published result, nil until the first fetch ends.
-	res atomic.Pointer[result]
+	// seq, val, index, fetchedAt and extra are the latest published
+	// result (see result and entry.result), under a sequence lock: seq
+	// counts the stores twice, and is odd while one is under way. Stores
+	// hold mu. A reader retries when seq was odd or changed while it read.
+	// The value's two words are stored apart, as sync/atomic.Value stores
+	// its own: no interface fits one atomic word.
+	seq       atomic.Uint64
+	val       [2]atomic.Pointer[byte]
+	index     atomic.Uint64
+	fetchedAt atomic.Int64
+	extra     atomic.Pointer[resultExtra]
 
 	// typ is the entry's type, whose latest registration a hit uses.
 	typ *typeSlot
@@ -179,7 +195,7 @@ type entry struct {
 	// entry. A hit on an entry of a refreshing type without one (it was
 	// prepopulated, its type was re-registered with Refresh, or its loop
 	// ended) starts one, and its Age is the value's. What a hit reads of
-	// the entry (key, res, typ, refreshing) sits together.
+	// the entry (key, result, typ, refreshing) sits together.
 	refreshing atomic.Bool
 
 	// fetching is set while the entry's fetch loop runs. At most one loop
@@ -239,7 +255,7 @@ type outcome struct {
 
 // apply returns the result that follows r after a fetch that brought o at
 // time now (an offset from Cache.epoch).
-func (r *result) apply(o outcome, now int64) *result {
+func (r *result) apply(o outcome, now int64) result {
 	fr, err := o.fr, o.err
 	value, index, fetchedAt := r.value, r.index, r.fetchedAt
 	// err replaces the older error; a success clears it.
@@ -291,8 +307,8 @@ func (r *result) apply(o outcome, now int64) *result {
 // such a newer one is an answer to an older question, not a reset, so it
 // is dropped; a lower index than the one the fetch asked about is a reset
 // and is kept.
-func (cur *result) follow(prev *result, o outcome, now int64) *result {
-	if prev != nil && cur != prev && o.fr.Value != nil && o.fr.Index < cur.index {
+func (cur *result) follow(prev *result, o outcome, now int64) result {
+	if prev != nil && cur.ver != prev.ver && o.fr.Value != nil && o.fr.Index < cur.index {
 		o.fr = FetchResult{}
 	}
 	return cur.apply(o, now)
@@ -306,13 +322,62 @@ const maxEmptyRun = 1 << 16
 // closed already, it returns a new state in next, which the caller must
 // close once it has released e.mu (see Cache.closeState). e.mu must be
 // held.
-func (e *entry) store(next *result) (closeSt any) {
-	old := e.result().state()
-	e.res.Store(next)
-	if st := next.state(); e.stateClosed && st != nil && !sameState(st, old) {
+func (e *entry) store(next result) (closeSt any) {
+	old := e.extra.Load()
+	e.publish(&next)
+	if st := next.state(); e.stateClosed && st != nil && (old == nil || !sameState(st, old.state)) {
 		return st
 	}
 	return nil
+}
+
+// eface is the layout of an interface value with no methods, as the
+// runtime and sync/atomic.Value know it: a type word and a data word,
+// both pointers (or nil).
+type eface struct {
+	typ, data unsafe.Pointer
+}
+
+// publish stores r as the entry's result, under the sequence lock. e.mu
+// must be held: there is one writer at a time.
+func (e *entry) publish(r *result) {
+	v := (*eface)(unsafe.Pointer(&r.value))
+	seq := e.seq.Add(1) // odd: readers retry
+	e.val[0].Store((*byte)(v.typ))
+	e.val[1].Store((*byte)(v.data))
+	e.index.Store(r.index)
+	e.fetchedAt.Store(r.fetchedAt)
+	e.extra.Store(r.extra)
+	e.seq.Store(seq + 1)
+}
+
+// result returns a snapshot of the entry's latest result; its ver is 0 if
+// none was published yet. It takes no lock: it reads the fields between
+// two loads of seq, again until no store ran meanwhile. A store is a few
+// atomic writes, so a reader waits for one only if its writer was
+// descheduled halfway, and then yields.
+func (e *entry) result() (r result) {
+	for spins := 0; ; spins++ {
+		if seq := e.seq.Load(); seq&1 == 0 {
+			v := (*eface)(unsafe.Pointer(&r.value))
+			v.typ = unsafe.Pointer(e.val[0].Load())
+			v.data = unsafe.Pointer(e.val[1].Load())
+			r.index, r.fetchedAt = e.index.Load(), e.fetchedAt.Load()
+			r.extra, r.ver = e.extra.Load(), seq>>1
+			if e.seq.Load() == seq {
+				return r
+			}
+		}
+		if spins >= 16 {
+			runtime.Gosched()
+		}
+	}
+}
+
+// version returns the ver of the entry's latest result, as result would.
+// e.mu must be held, so that no store is under way.
+func (e *entry) version() uint64 {
+	return e.seq.Load() >> 1
 }
 
 // retire marks the entry's state closed and returns it, for the caller to
@@ -323,7 +388,10 @@ func (e *entry) retire() (closeSt any) {
 		return nil
 	}
 	e.stateClosed = true
-	return e.result().state()
+	if x := e.extra.Load(); x != nil {
+		return x.state
+	}
+	return nil
 }
 
 // retired is the state of an entry that left the cache, to be closed.

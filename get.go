@@ -112,12 +112,8 @@ func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestI
 	if e == nil {
 		return false, nil, ResultMeta{}, nil
 	}
-	res := e.res.Load()
-	if res == nil {
-		return false, nil, ResultMeta{}, nil
-	}
 	// Entries exist only for registered types.
-	s := sight{e.typ.te.Load(), e, res, now}
+	s := sight{e.typ.te.Load(), e, e.result(), now}
 	if !c.isHit(&s, info, true) {
 		return false, nil, ResultMeta{}, nil
 	}
@@ -167,7 +163,8 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		}
 		r0.next(&s, info, watch)
 		var ch <-chan struct{}
-		waited, ch = c.join(&joinRequest{te: te, e: found, key: key, r: r, seen: s.res, how: r0.how})
+		waited, ch = c.join(&joinRequest{te: te, e: found, key: key, r: r,
+			seenE: s.e, seen: s.res.ver, seenValid: s.res.valid(), how: r0.how})
 		if ch == nil {
 			s.e = waited
 			return s.res.value, c.meta(&s), ErrClosed
@@ -193,7 +190,7 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		waited.watchers.Add(-1)
 		if timedOut || cancelled {
 			c.leave(waited, ch, r0.how&needsResult != 0)
-			return gaveUp(ctx, s.res, cancelled)
+			return gaveUp(ctx, &s.res, cancelled)
 		}
 	}
 }
@@ -202,7 +199,7 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 // in the cache if any, or else waited, the one it waited on, which was
 // evicted meanwhile but whose last result still answers it.
 func (c *Cache) look(te *typeEntry, found, waited *entry) sight {
-	s := sight{te: te, e: found, res: noResult}
+	s := sight{te: te, e: found}
 	if s.e == nil {
 		s.e = waited
 	}
@@ -226,14 +223,15 @@ func gaveUp(ctx context.Context, res *result, cancelled bool) (any, ResultMeta, 
 type round struct {
 	first bool      // the first round: nothing waited for yet
 	floor uint64    // see getSlow
-	seen  *result   // the result seen before the last wait
+	seenE *entry    // the entry seen before the last wait
+	seen  uint64    // the ver of its result then
 	how   waitFlags // what the Get waited for
 }
 
 // next records, before a wait, that the Get saw s and what it now waits
 // for.
 func (rd *round) next(s *sight, info *RequestInfo, watch bool) {
-	rd.seen = s.res
+	rd.seenE, rd.seen = s.e, s.res.ver
 	if s.res.valid() {
 		rd.floor = s.res.index
 	}
@@ -244,13 +242,14 @@ func (rd *round) next(s *sight, info *RequestInfo, watch bool) {
 // it: with the value seen, a hit, if err is nil, else with that value and
 // err. It changes nothing.
 func (c *Cache) answer(s *sight, info *RequestInfo, rd *round) (done bool, err error) {
-	res := s.res
+	res := &s.res
 	closed := c.closed.Load()
+	seen := sameResult(s.e, res.ver, rd.seenE, rd.seen)
 	// Woken by Close with nothing new, or after waiting for a change,
 	// which Close ended (its fetch was cancelled): what we waited for will
 	// not come, even where a second look would be a hit. A Get that needed
 	// a value gets its fetch's result below.
-	if !rd.first && closed && (res == rd.seen || rd.how&needsResult == 0) {
+	if !rd.first && closed && (seen || rd.how&needsResult == 0) {
 		return true, ErrClosed
 	}
 	if c.isHit(s, info, rd.first) || (res.valid() && res.index < rd.floor) {
@@ -260,7 +259,7 @@ func (c *Cache) answer(s *sight, info *RequestInfo, rd *round) (done bool, err e
 	// spin on the same error until the timeout. The value beside it, if
 	// any, is older. An error we saw before waiting is not news: the loop
 	// woke us without fetching (eviction), so fetch again.
-	if err := res.err(); !rd.first && err != nil && res != rd.seen {
+	if err := res.err(); !rd.first && err != nil && !seen {
 		return true, err
 	}
 	if closed {
@@ -313,14 +312,14 @@ func waitHow(s *sight, minIndex uint64, watch bool) waitFlags {
 type sight struct {
 	te  *typeEntry
 	e   *entry
-	res *result
+	res result
 	now int64
 }
 
 // hit returns the value of what s saw, a hit. first tells a hit at first
 // sight, counted and flagged as such, from one after a wait.
 func (c *Cache) hit(s *sight, r Request, first bool) (any, ResultMeta) {
-	te, e, res := s.te, s.e, s.res
+	te, e, res := s.te, s.e, &s.res
 	meta := c.meta(s)
 	if first {
 		meta.Hit = true
@@ -337,7 +336,7 @@ func (c *Cache) hit(s *sight, r Request, first bool) (any, ResultMeta) {
 // entry of a refreshing type that no refresh keeps current (not started
 // yet, or ended) has the age of its value.
 func (c *Cache) meta(s *sight) ResultMeta {
-	res := s.res
+	res := &s.res
 	meta := ResultMeta{Index: res.index}
 	switch {
 	case !res.valid():
@@ -353,21 +352,17 @@ func (c *Cache) meta(s *sight) ResultMeta {
 	return meta
 }
 
-// noResult stands for an entry that has no result yet.
-var noResult = &result{}
-
-// result returns the entry's latest result, or noResult.
-func (e *entry) result() *result {
-	if r := e.res.Load(); r != nil {
-		return r
-	}
-	return noResult
+// sameResult reports whether the result ver of the entry e is the one
+// seenVer of seenE: results of different entries differ, but every entry
+// starts with ver 0, no result.
+func sameResult(e *entry, ver uint64, seenE *entry, seenVer uint64) bool {
+	return ver == seenVer && (ver == 0 || e == seenE)
 }
 
 // isHit reports whether what s saw may answer the request without a
 // fetch. first tells the first round of a Get from one after a wait.
 func (c *Cache) isHit(s *sight, info *RequestInfo, first bool) bool {
-	te, res := s.te, s.res
+	te, res := s.te, &s.res
 	if !res.valid() {
 		return false
 	}

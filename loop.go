@@ -18,31 +18,35 @@ type joinRequest struct {
 	// escape with r, which the loop keeps.
 	key keyRef
 	r   Request
-	// seen is the result the Get examined; how says what it waits for.
-	seen *result
-	how  waitFlags
+	// seenE is the entry the Get examined, seen the ver of the result it
+	// saw there and seenValid whether that had a value; how says what it
+	// waits for. They are copies, as key is.
+	seenE     *entry
+	seen      uint64
+	seenValid bool
+	how       waitFlags
 }
 
 // join makes sure the entry for jr.key is being fetched and returns it with
 // a channel that is closed when there is something new to look at, or nil
-// if the cache is closed. If a newer result than jr.seen was published
+// if the cache is closed. If a newer result than jr.seen's was published
 // since, the channel is already closed, so a Get racing with a finishing
 // fetch never waits for (or starts) another one.
 func (c *Cache) join(jr *joinRequest) (*entry, <-chan struct{}) {
-	e, seen := jr.e, jr.seen
+	e := jr.e
 	if e == nil {
 		e = c.lookupOrCreate(&jr.key, jr.te)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	switch {
-	case e.evicted || e.result() != seen:
+	case e.evicted || !sameResult(e, e.version(), jr.seenE, jr.seen):
 		return e, lookAgain
 	case c.closed.Load():
 		return e, nil
 	case !e.fetching:
 		c.startLoop(e, jr.te, jr.r)
-	case seen.valid() && jr.how&wantsChange == 0 && e.loop.Load().blocking:
+	case jr.seenValid && jr.how&wantsChange == 0 && e.loop.Load().blocking:
 		// The caller wants the current value, not a change, and the loop
 		// is in a blocking query that may not answer for minutes.
 		return e, c.sideFetch(e, jr.te, jr.r)
@@ -151,7 +155,8 @@ func (l *fetchLoop) exited(v any) {
 // all gave up meanwhile ends: its fetch would be for nobody.
 func (l *fetchLoop) resume() bool {
 	var wait time.Duration
-	l.attempt, wait = l.e.result().emptyRun(l.c.now())
+	res := l.e.result()
+	l.attempt, wait = res.emptyRun(l.c.now())
 	if !l.wait(wait) {
 		return false
 	}
@@ -217,7 +222,7 @@ func fetchOptions(te *typeEntry, prev *result) FetchOptions {
 func (l *fetchLoop) fetchOnce() bool {
 	te, lp := l.te, l.lp
 	prev := l.e.result()
-	opts := fetchOptions(te, prev)
+	opts := fetchOptions(te, &prev)
 	if !l.begin(opts.MinIndex > 0) {
 		return false
 	}
@@ -235,14 +240,14 @@ func (l *fetchLoop) fetchOnce() bool {
 	if connected != nil {
 		connected.Stop()
 	}
-	l.account(prev, &o)
+	l.account(&prev, &o)
 	lp.failures.Store(uint32(min(l.attempt, maxEmptyRun)))
 
 	// Into the expiry heap first: the callers this wakes then find the
 	// entry accounted for, and a burst of misses is held back by the
 	// expiry lock rather than piling up fetch goroutines behind it.
 	l.c.addExpiry(l.e)
-	return l.publish(prev, o, te.opts.Refresh)
+	return l.publish(&prev, o, te.opts.Refresh)
 }
 
 // account counts the outcome o of a fetch that followed prev, moves the
@@ -323,7 +328,8 @@ func (l *fetchLoop) publish(prev *result, o outcome, refresh bool) bool {
 	e.mu.Lock()
 	// An evicted entry still takes the result, for the callers that waited
 	// on it, but it is no longer in the cache: nothing brings it back.
-	closeSt := e.store(e.result().follow(prev, o, now))
+	cur := e.result()
+	closeSt := e.store(cur.follow(prev, o, now))
 	more := l.c.loopAfterPublish(e, refresh && !o.endsRefresh)
 	e.mu.Unlock()
 	l.c.closeState(e, closeSt)

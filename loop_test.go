@@ -298,7 +298,7 @@ func TestCacheFetch_racedResult(t *testing.T) {
 
 	te := c.typeEntry("t")
 	key := c.makeKey(nil, "t", "", "", "k")
-	e, ch := c.join(&joinRequest{te: te, key: key, r: req, seen: noResult})
+	e, ch := c.join(&joinRequest{te: te, key: key, r: req})
 	require.Same(t, c.lookup(&key), e)
 	select {
 	case <-ch:
@@ -307,14 +307,14 @@ func TestCacheFetch_racedResult(t *testing.T) {
 	}
 	require.Equal(t, 1, log.count())
 
-	_, ch = c.join(&joinRequest{te: te, key: key, r: req, seen: e.res.Load()})
+	_, ch = c.join(&joinRequest{te: te, key: key, r: req, seenE: e, seen: e.version()})
 	select {
 	case <-ch:
 	case <-time.After(10 * time.Second):
 		t.Fatal("fetch did not finish")
 	}
 	require.Equal(t, 2, log.count())
-	require.Equal(t, uint64(2), e.res.Load().index)
+	require.Equal(t, uint64(2), e.result().index)
 }
 
 // ---------------------------------------------------------------------------

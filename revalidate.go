@@ -40,12 +40,12 @@ type revalidation struct {
 func (v *revalidation) run() {
 	k := decodeKey(v.e.key)
 	prev := v.e.result()
-	opts := fetchOptions(v.te, prev)
+	opts := fetchOptions(v.te, &prev)
 	opts.MinIndex, opts.Timeout = 0, 0
 
 	// Preset for a Fetch that calls runtime.Goexit.
 	o := outcome{err: errExited(v.te.name, k.key)}
-	defer func() { v.publish(prev, o) }()
+	defer func() { v.publish(&prev, o) }()
 	o.fr, o.err = v.c.callFetch(v.ctx, fetchCall{v.te, k, opts, v.r})
 	if o.err == nil {
 		v.c.countSuccess(v.te, o.fr)
@@ -61,7 +61,8 @@ func (v *revalidation) publish(prev *result, o outcome) {
 	e, lp := v.e, v.lp
 	now := v.c.now()
 	e.mu.Lock()
-	closeSt := e.store(e.result().follow(prev, o, now))
+	cur := e.result()
+	closeSt := e.store(cur.follow(prev, o, now))
 	if o.err == nil && e.loop.Load() == lp {
 		e.wake()
 	}

@@ -223,7 +223,7 @@ func (c *Cache) describe(e *entry, f *EntryFilter, fps *fingerprints) (EntryInfo
 		Refreshing:     e.refreshing.Load(),
 		RefreshStopped: res.refreshStopped(),
 		Watchers:       int(watchers),
-		TTL:            ttlLeft(e, res, watchers, last, now),
+		TTL:            ttlLeft(e, &res, watchers, last, now),
 	}
 	info.Datacenter, info.Key = redact(k.token, k.dc), redact(k.token, k.key)
 	if info.HasValue {
@@ -253,7 +253,7 @@ func (c *Cache) describe(e *entry, f *EntryFilter, fps *fingerprints) (EntryInfo
 // five parameters because the snapshot read each once, atomically, and the
 // TTL must agree with the other fields it reports.
 func ttlLeft(e *entry, res *result, watchers int32, last, now int64) time.Duration {
-	if watchers > 0 || res == noResult || last == 0 {
+	if watchers > 0 || res.ver == 0 || last == 0 {
 		// In use, or not in the expiry heap yet.
 		return e.ttl
 	}
