@@ -2,6 +2,7 @@ package cache
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -9,14 +10,19 @@ import (
 // tests guard that beside the benchmarks, which nobody may run.
 
 // TestGetHit_allocatesNothing pins that a hit, in order or after a Get of
-// another key, allocates nothing.
+// another key, allocates nothing, also for partitions too long to encode on
+// the stack.
 func TestGetHit_allocatesNothing(t *testing.T) {
 	c := TestCache(t)
 	c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
 		return FetchResult{Value: "v", Index: 1}, nil
 	}), nil)
 	// Boxed once: a RequestInfo converted to a Request allocates.
-	reqs := []Request{RequestInfo{Key: "a", Token: "tok", Datacenter: "dc1"}, RequestInfo{Key: "b"}}
+	reqs := []Request{
+		RequestInfo{Key: "a", Token: "tok", Datacenter: "dc1"},
+		RequestInfo{Key: "b"},
+		RequestInfo{Key: strings.Repeat("k", 300), Token: strings.Repeat("t", 200)},
+	}
 	for _, r := range reqs {
 		if _, _, err := c.Get("t", r); err != nil {
 			t.Fatal(err)

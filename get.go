@@ -94,9 +94,9 @@ func badRequestInfo(op, t string, info *RequestInfo) error {
 
 // getFast serves what needs no wait on an entry: a bypassing Get, and the
 // common case, a hit at first sight, with no loop, timer, defer or
-// allocation (its key is encoded on the stack). info.MinIndex is the index
-// the Get waits beyond. done is false for anything else, which getSlow
-// serves.
+// allocation (its key is encoded on the stack, or for long keys compared
+// field by field). info.MinIndex is the index the Get waits beyond. done
+// is false for anything else, which getSlow serves.
 func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestInfo) (done bool, v any, meta ResultMeta, err error) {
 	if info.Key == "" {
 		c.metrics.incr(c.metrics.bypass)
@@ -106,9 +106,14 @@ func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestI
 	// The clock first: on amd64 reading it waits for the loads before it
 	// to complete, and a hit's cache misses are all still to come.
 	now := c.now()
-	var kbuf [128]byte
-	key := c.makeKey(kbuf[:], t, info.Datacenter, info.Token, info.Key)
-	e := c.lookup(&key)
+	var e *entry
+	if len(t)+len(info.Datacenter)+len(info.Token)+len(info.Key) <= stackKeyMax {
+		var kbuf [128]byte
+		key := c.makeKey(kbuf[:], t, info.Datacenter, info.Token, info.Key)
+		e = c.lookup(&key)
+	} else {
+		e = c.lookupLong(&entryKey{t, info.Datacenter, info.Token, info.Key})
+	}
 	if e == nil {
 		return false, nil, ResultMeta{}, nil
 	}

@@ -72,6 +72,24 @@ func (c *Cache) makeKey(buf []byte, typ, dc, token, key string) keyRef {
 	return keyRef{appendKey(buf[:0], typ, dc, token, key), c.hashSeed.sum(typ, dc, token, key)}
 }
 
+// stackKeyMax bounds the summed lengths of a partition's fields that the
+// hit path encodes on its stack: each field is then shorter than 128
+// bytes, so its length is one byte, and the encoding fits a 128-byte
+// buffer. Longer partitions are compared field by field (see keyIs).
+const stackKeyMax = 128 - 3
+
+// keyIs reports whether s, an encoded partition, is the one of the fields,
+// without encoding them.
+func keyIs(s string, k *entryKey) bool {
+	var f string
+	for _, want := range [...]string{k.typ, k.dc, k.token} {
+		if f, s = cutKeyField(s); f != want {
+			return false
+		}
+	}
+	return s == k.key
+}
+
 // hashOf returns the hash of an entry's key.
 func (c *Cache) hashOf(e *entry) uint64 {
 	k := decodeKey(e.key)

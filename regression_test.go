@@ -2254,12 +2254,21 @@ func collidingPartitions() []entryKey {
 			}
 		}
 	}
+	// Partitions too long to encode on the hit path's stack, compared
+	// field by field: the same bytes split differently, and a field whose
+	// length takes two bytes.
+	long := strings.Repeat("x", 130)
 	return append(ps,
 		entryKey{"a", "dc1tok1", "", "k"},
 		entryKey{"a", "", "dc1tok1", "k"},
 		entryKey{"a", "dc1", "", "tok1k"},
 		entryKey{"a", "dc1", "tok1k", "2"},
 		entryKey{"ab", "", "", "k"},
+		entryKey{"a", long, "", "k"},
+		entryKey{"a", "", long, "k"},
+		entryKey{"a", "", "", long + "k"},
+		entryKey{"a", long[:100], long[100:], "k"},
+		entryKey{"a", long[:100], "", long[100:] + "k"},
 	)
 }
 

@@ -24,6 +24,13 @@ func (c *Cache) lookup(key *keyRef) *entry {
 	return c.shards[key.shard()].tab.Load().get(key)
 }
 
+// lookupLong is lookup for a partition given by its fields, which it
+// neither encodes nor copies: the hit path's lookup of long keys.
+func (c *Cache) lookupLong(k *entryKey) *entry {
+	h := c.hashSeed.sum(k.typ, k.dc, k.token, k.key)
+	return c.shards[keyRef{hash: h}.shard()].tab.Load().find(h, k)
+}
+
 // lookupOrCreate returns the entry for key, creating an empty one if needed.
 func (c *Cache) lookupOrCreate(key *keyRef, te *typeEntry) *entry {
 	if e := c.lookup(key); e != nil {

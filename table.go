@@ -66,6 +66,21 @@ func (t *table) get(k *keyRef) *entry {
 	}
 }
 
+// find is get for a partition given by its fields, hashed to h: for keys
+// too long to encode on the hit path's stack.
+func (t *table) find(h uint64, k *entryKey) *entry {
+	for i := h & t.mask; ; i = (i + 1) & t.mask {
+		s := &t.slots[i]
+		e := s.e.Load()
+		if e == nil {
+			return nil
+		}
+		if s.hash.Load() == h && e != tombstone && keyIs(e.key, k) {
+			return e
+		}
+	}
+}
+
 // insert adds e, whose key hashes to h and is not in the table, and returns
 // the table that now holds it: t, or a new one that the caller must
 // publish. The shard's mutex must be held.
