@@ -41,9 +41,9 @@ func TestGetHit_allocatesNothing(t *testing.T) {
 }
 
 // TestGetMiss_allocations pins what a Get that waits for a fetch of a new
-// entry allocates, 10 in all today: the key, the entry, the
-// loop's state, context, goroutine and channel, and, on the test's side,
-// the key string and the boxed request.
+// entry allocates, 10 in all today: the key, the entry, the loop's state,
+// context, goroutine and channel, and, on the test's side, the key string
+// and the boxed request.
 func TestGetMiss_allocations(t *testing.T) {
 	c := TestCache(t)
 	c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
