@@ -358,25 +358,14 @@ func writeChart(path string, d *data) error {
 	}
 	const cols = 2
 	rows := (len(plots) + cols - 1) / cols
-	grid := make([][]*plot.Plot, rows)
-	for i := range grid {
-		grid[i] = make([]*plot.Plot, cols)
-	}
-	for i, p := range plots {
-		grid[i/cols][i%cols] = p
-	}
 	img := vgimg.NewWith(vgimg.UseWH(14*vg.Inch, vg.Length(rows)*4.4*vg.Inch), vgimg.UseDPI(96))
 	dc := draw.New(img)
 	dc.SetColor(color.White) // a transparent PNG is unreadable in dark viewers
 	dc.Fill(dc.Rectangle.Path())
 	pad := vg.Points(14)
 	tiles := draw.Tiles{Rows: rows, Cols: cols, PadTop: pad, PadBottom: pad, PadLeft: pad, PadRight: pad, PadX: 2 * pad, PadY: 2 * pad}
-	for i, row := range plot.Align(grid, tiles, dc) {
-		for j, c := range row {
-			if grid[i][j] != nil {
-				grid[i][j].Draw(c)
-			}
-		}
+	for i, p := range plots {
+		p.Draw(tiles.At(dc, i%cols, i/cols))
 	}
 	f, err := os.Create(path)
 	if err != nil {
