@@ -21,11 +21,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/agentcache/cache/bench/internal/benchio"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
 )
 
 // point identifies the samples of one implementation at one size of a
@@ -358,24 +358,13 @@ func writeChart(path string, d *data) error {
 	}
 	const cols = 2
 	rows := (len(plots) + cols - 1) / cols
-	img := vgimg.NewWith(vgimg.UseWH(14*vg.Inch, vg.Length(rows)*4.4*vg.Inch), vgimg.UseDPI(96))
-	dc := draw.New(img)
-	dc.SetColor(color.White) // a transparent PNG is unreadable in dark viewers
-	dc.Fill(dc.Rectangle.Path())
+	img, dc := benchio.NewCanvas(14*vg.Inch, vg.Length(rows)*4.4*vg.Inch)
 	pad := vg.Points(14)
 	tiles := draw.Tiles{Rows: rows, Cols: cols, PadTop: pad, PadBottom: pad, PadLeft: pad, PadRight: pad, PadX: 2 * pad, PadY: 2 * pad}
 	for i, p := range plots {
 		p.Draw(tiles.At(dc, i%cols, i/cols))
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return benchio.WritePNG(path, img)
 }
 
 func main() {
@@ -390,15 +379,11 @@ func main() {
 
 // run reads in, prints the tables on standard output and writes the chart.
 func run(in, chart string) error {
-	r := io.Reader(os.Stdin)
-	if in != "-" {
-		f, err := os.Open(in)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		r = f
+	r, err := benchio.Open(in)
+	if err != nil {
+		return err
 	}
+	defer r.Close()
 	d, err := read(r)
 	if err != nil {
 		return err
