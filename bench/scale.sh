@@ -4,7 +4,7 @@
 #   COUNT=1 bash scale.sh            # from bench/, one run of each size
 # Environment: COUNT (runs of each size, default 3), SCALE_MAX (largest
 # size, default 1e7). With the defaults it takes about 6 minutes on 2 cores
-# and needs about 8 GB of memory.
+# and peaks at about 7 GB of memory (10^7 entries).
 # Writes scale.txt (raw go test output), scale.md (median tables) and
 # scale.png (the medians against the size) next to this script.
 set -euo pipefail
