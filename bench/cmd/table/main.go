@@ -20,11 +20,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/agentcache/cache/bench/internal/benchio"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
 )
 
 // floorImpl is the implementation the others are compared with.
@@ -370,11 +370,7 @@ func writeChart(path string, r *results) error {
 		grid[i/cols][i%cols] = p
 	}
 
-	img := vgimg.NewWith(vgimg.UseWH(15*vg.Inch, vg.Length(rows)*4.6*vg.Inch), vgimg.UseDPI(96))
-	dc := draw.New(img)
-	// White background: a transparent PNG is unreadable in dark viewers.
-	dc.SetColor(color.White)
-	dc.Fill(dc.Rectangle.Path())
+	img, dc := benchio.NewCanvas(15*vg.Inch, vg.Length(rows)*4.6*vg.Inch)
 	tiles := draw.Tiles{
 		Rows: rows, Cols: cols,
 		PadTop: vg.Points(10), PadBottom: vg.Points(10),
@@ -389,15 +385,7 @@ func writeChart(path string, r *results) error {
 			}
 		}
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return benchio.WritePNG(path, img)
 }
 
 func main() {
@@ -405,16 +393,12 @@ func main() {
 	chart := flag.String("chart", "chart.png", "PNG `file` to write the ns/op chart to (empty: none)")
 	flag.Parse()
 
-	var r io.Reader = os.Stdin
-	if *in != "-" {
-		f, err := os.Open(*in)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		defer f.Close()
-		r = f
+	r, err := benchio.Open(*in)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
+	defer r.Close()
 	res, err := parse(r)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
