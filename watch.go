@@ -109,13 +109,16 @@ func (c *Cache) NotifyCallback(ctx context.Context, t string, r Request, correla
 // all: one that waits out a back-off or polling interval is parked on no
 // entry.
 type watchSet struct {
-	mu sync.Mutex
-	ws map[*watch]struct{} // nil once the cache closed
+	c      *Cache
+	mu     sync.Mutex
+	ws     map[*watch]struct{}
+	closed bool // no watch may be added
 }
 
-// watchSets maps each open cache that has had a watch to its watchSet.
-// With the first watch of a cache starts its goroutine endWatches, which
-// lives, like the expiry loop, until the cache is closed.
+// watchSets maps each cache that has had a watch to its watchSet, until
+// the cache is closed and its last watch ended. With the first watch of
+// a cache starts its goroutine endWatches, which lives, like the expiry
+// loop, until the cache is closed.
 var watchSets sync.Map // *Cache → *watchSet
 
 // watchSet returns the cache's watchSet, creating it if needed.
@@ -123,25 +126,36 @@ func (c *Cache) watchSet() *watchSet {
 	if v, ok := watchSets.Load(c); ok {
 		return v.(*watchSet)
 	}
-	v, loaded := watchSets.LoadOrStore(c, &watchSet{ws: make(map[*watch]struct{})})
+	v, loaded := watchSets.LoadOrStore(c, &watchSet{c: c, ws: make(map[*watch]struct{})})
 	s := v.(*watchSet)
 	if !loaded {
-		go c.endWatches(s)
+		go s.endWatches()
 	}
 	return s
 }
 
 // endWatches waits for Close and wakes every watch in s to end, through
 // the cache's closing: no new one can be added after.
-func (c *Cache) endWatches(s *watchSet) {
-	<-c.closing
+func (s *watchSet) endWatches() {
+	<-s.c.closing
 	s.mu.Lock()
-	ws := s.ws
-	s.ws = nil
+	s.closed = true
+	ws := make([]*watch, 0, len(s.ws))
+	for w := range s.ws {
+		ws = append(ws, w)
+	}
+	s.dropIfDone()
 	s.mu.Unlock()
-	watchSets.CompareAndDelete(c, s)
-	for w := range ws {
+	for _, w := range ws {
 		w.wake()
+	}
+}
+
+// dropIfDone forgets s once its cache is closed and its last watch ended.
+// s.mu must be held.
+func (s *watchSet) dropIfDone() {
+	if s.closed && len(s.ws) == 0 {
+		watchSets.CompareAndDelete(s.c, s)
 	}
 }
 
@@ -150,7 +164,7 @@ func (c *Cache) endWatches(s *watchSet) {
 func (s *watchSet) add(w *watch) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ws == nil {
+	if s.closed {
 		return false
 	}
 	s.ws[w] = struct{}{}
@@ -161,6 +175,7 @@ func (s *watchSet) add(w *watch) bool {
 func (s *watchSet) remove(w *watch) {
 	s.mu.Lock()
 	delete(s.ws, w)
+	s.dropIfDone()
 	s.mu.Unlock()
 }
 
