@@ -23,23 +23,10 @@ func BenchmarkNotifyWatchers(b *testing.B) {
 
 // benchNotifyWatchers is BenchmarkNotifyWatchers for n watchers.
 func benchNotifyWatchers(b *testing.B, n int) {
-	const nkeys = 100
-	keys := make([]string, nkeys)
-	for i := range keys {
-		keys[i] = "watch-" + strconv.Itoa(i)
-	}
-	bb := newBenchBackend(keys)
-	c := New(nil)
-	c.RegisterType("t", bb, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
-	ctx, cancel := context.WithCancel(context.Background())
-	b.Cleanup(func() {
-		cancel()
-		close(bb.done)
-		c.Close()
-	})
+	c, bb, keys, ctx := benchWatched(b, 100)
 	reqs := make([]Request, n)
 	for i := range reqs {
-		reqs[i] = RequestInfo{Key: keys[i%nkeys]}
+		reqs[i] = RequestInfo{Key: keys[i%len(keys)]}
 	}
 
 	var delivered atomic.Int64
@@ -66,6 +53,25 @@ func benchNotifyWatchers(b *testing.B, n int) {
 	b.StopTimer()
 	b.ReportMetric(perWatcher, "B/watcher")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/1e6/float64(rounds), "ms/change")
+}
+
+// benchWatched returns a cache with the type "t" of a benchBackend over
+// nkeys keys, and a context for watches, all ended when b ends.
+func benchWatched(b *testing.B, nkeys int) (*Cache, *benchBackend, []string, context.Context) {
+	keys := make([]string, nkeys)
+	for i := range keys {
+		keys[i] = "watch-" + strconv.Itoa(i)
+	}
+	bb := newBenchBackend(keys)
+	c := New(nil)
+	c.RegisterType("t", bb, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(func() {
+		cancel()
+		close(bb.done)
+		c.Close()
+	})
+	return c, bb, keys, ctx
 }
 
 // benchMemInUse returns the live heap and goroutine stacks, after a GC.

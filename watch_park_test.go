@@ -16,6 +16,15 @@ import (
 // Tests of the watches' parking: an idle watch is a registration on its
 // entry, not a goroutine.
 
+// watchedBackend returns, in a bubble, a cache with the type "t" of a
+// blockingBackend that holds "v1" at index.
+func watchedBackend(t *testing.T, index uint64) (*Cache, *blockingBackend) {
+	c := TestCache(t)
+	b := newBlockingBackend(t, "v1", index)
+	c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+	return c, b
+}
+
 // eventIndexes returns the indexes of the events in l.
 func eventIndexes(l *eventLog) []uint64 {
 	var idx []uint64
@@ -32,9 +41,7 @@ func eventIndexes(l *eventLog) []uint64 {
 func TestNotify_IdleWatchesHoldNoGoroutines(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const n, keys = 1000, 10
-		c := TestCache(t)
-		b := newBlockingBackend(t, "v1", 5)
-		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+		c, b := watchedBackend(t, 5)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		var events atomic.Int64
@@ -72,9 +79,7 @@ func TestNotify_IdleWatchesHoldNoGoroutines(t *testing.T) {
 func TestNotify_SlowConsumerDoesNotDelayOthers(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c := TestCache(t)
-		b := newBlockingBackend(t, "v1", 1)
-		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+		c, b := watchedBackend(t, 1)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		gate := make(chan struct{})
@@ -128,9 +133,7 @@ func parkedWatches(t *testing.T, c *Cache, typ, k string) (parked int, watchers 
 func TestNotify_CancelIdleLeavesNothing(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c := TestCache(t)
-		b := newBlockingBackend(t, "v1", 5)
-		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+		c, b := watchedBackend(t, 5)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		ch := make(chan UpdateEvent, 4)
@@ -158,9 +161,7 @@ func TestNotify_CancelIdleLeavesNothing(t *testing.T) {
 func TestNotify_CloseEndsIdleWatches(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := bubble(t)
-		b := newBlockingBackend(t, "v1", 5)
-		c.RegisterType("blocking", b, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+		c, b := watchedBackend(t, 5)
 		polls := TestTypeNonBlocking(t)
 		polls.Static(FetchResult{Value: "p", Index: 1}, nil)
 		c.RegisterType("polling", polls, nil)
@@ -173,7 +174,7 @@ func TestNotify_CloseEndsIdleWatches(t *testing.T) {
 		ctx := context.Background() // only Close can end the watches
 		ch := make(chan UpdateEvent, 200)
 		for i := range 100 {
-			require.NoError(t, c.Notify(ctx, "blocking", RequestInfo{Key: "k" + strconv.Itoa(i%10)}, "b", ch))
+			require.NoError(t, c.Notify(ctx, "t", RequestInfo{Key: "k" + strconv.Itoa(i%10)}, "b", ch))
 		}
 		require.NoError(t, c.Notify(ctx, "polling", RequestInfo{Key: "k", MaxAge: time.Hour}, "p", ch))
 		require.NoError(t, c.Notify(ctx, "failing", RequestInfo{Key: "k"}, "f", ch))
@@ -237,9 +238,7 @@ func TestNotify_RequestTimeout(t *testing.T) {
 func TestNotify_RevalidatesBesideBlockingQuery(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		c := TestCache(t)
-		b := newBlockingBackend(t, "v1", 5)
-		c.RegisterType("t", b, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
+		c, b := watchedBackend(t, 5)
 		requireGet(t, c, "t", RequestInfo{Key: "k"})
 		blocked := goGet(c, "t", RequestInfo{Key: "k", MinIndex: 5})
 		requireBlocked(t, blocked)
