@@ -490,24 +490,11 @@ func (bb *benchBackend) bump(k string) {
 // each change (1 per key when watchers share fetches) and the time until
 // all 10,000 events were delivered (ns/op).
 func BenchmarkNotifyFanout(b *testing.B) {
-	const nkeys, watchers = 100, 10_000
-	keys := make([]string, nkeys)
-	for i := range keys {
-		keys[i] = "fan-" + strconv.Itoa(i)
-	}
-	bb := newBenchBackend(keys)
-	c := New(nil)
-	c.RegisterType("t", bb, &RegisterOptions{RefreshTimeout: 10 * time.Minute})
-	ctx, cancel := context.WithCancel(context.Background())
-	b.Cleanup(func() {
-		cancel()
-		close(bb.done)
-		c.Close()
-	})
-
+	const watchers = 10_000
+	c, bb, keys, ctx := benchWatched(b, 100)
 	var delivered atomic.Int64
 	for i := range watchers {
-		req := RequestInfo{Key: keys[i%nkeys]}
+		req := RequestInfo{Key: keys[i%len(keys)]}
 		err := c.NotifyCallback(ctx, "t", req, "", func(context.Context, UpdateEvent) {
 			delivered.Add(1)
 		})
@@ -515,15 +502,7 @@ func BenchmarkNotifyFanout(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	waitDelivered := func(want int64) {
-		deadline := time.Now().Add(time.Minute)
-		for delivered.Load() < want {
-			if time.Now().After(deadline) {
-				b.Fatalf("%d of %d events delivered", delivered.Load(), want)
-			}
-			time.Sleep(50 * time.Microsecond)
-		}
-	}
+	waitDelivered := func(want int64) { benchWaitDelivered(b, &delivered, want) }
 	waitDelivered(watchers) // the first result of each watch
 
 	var rounds int64
@@ -537,7 +516,7 @@ func BenchmarkNotifyFanout(b *testing.B) {
 		waitDelivered(watchers * (rounds + 1))
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(bb.answered.Load()-before)/float64(rounds*nkeys), "fetches/change")
+	b.ReportMetric(float64(bb.answered.Load()-before)/float64(rounds*int64(len(keys))), "fetches/change")
 }
 
 // BenchmarkAdversarialKeys measures misses and hits of 20,000 keys

@@ -457,6 +457,10 @@ type entryLoop struct {
 	// waiter is closed when the running loop publishes its next result. It
 	// is created only when somebody waits. Guarded by entry.mu.
 	waiter chan struct{}
+	// watches lists the Notify watches parked on waiter, which hold no
+	// goroutine while they wait: closing waiter wakes them (wake).
+	// Guarded by entry.mu; see watch.
+	watches *watch
 	// needers counts the Gets waiting on waiter for a value they do not
 	// have yet (a first fetch, a retry, a revalidation), as opposed to a
 	// change of the value they have: Close lets a fetch they wait on run
@@ -520,12 +524,53 @@ func (c *Cache) waitCh(e *entry, need bool) chan struct{} {
 	return lp.waiter
 }
 
-// wake releases every caller waiting for the next result. e.mu must be held.
+// wake releases every caller waiting for the next result, and starts a
+// round of each watch parked on it. e.mu must be held.
 func (e *entry) wake() {
 	if lp := e.loop.Load(); lp != nil && lp.waiter != nil {
 		close(lp.waiter)
 		lp.waiter, lp.needers = nil, 0
+		lp.wakeWatches()
 	}
+}
+
+// addWatch parks w among the loop's watches, to be woken with waiter.
+// entry.mu must be held.
+func (lp *entryLoop) addWatch(w *watch) {
+	w.prev, w.next = nil, lp.watches
+	if lp.watches != nil {
+		lp.watches.prev = w
+	}
+	lp.watches = w
+	w.listed.Store(true)
+}
+
+// removeWatch takes w, which is listed, out of the loop's watches.
+// entry.mu must be held.
+func (lp *entryLoop) removeWatch(w *watch) {
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		lp.watches = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	}
+	w.prev, w.next = nil, nil
+	w.listed.Store(false)
+}
+
+// wakeWatches empties the loop's watches and wakes each of them: each
+// then runs a round on a goroutine of its own. entry.mu must be held.
+func (lp *entryLoop) wakeWatches() {
+	for w := lp.watches; w != nil; {
+		next := w.next
+		w.prev, w.next = nil, nil
+		w.listed.Store(false)
+		w.wake()
+		w = next
+	}
+	lp.watches = nil
 }
 
 // leave is called by a Get that stops waiting on ch, the waiter of e,

@@ -17,10 +17,8 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
-	"reflect"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -208,11 +206,11 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 			}
 			require.Equal(t, map[string]any{"blocking": "v5", "polling": "p"}, got)
 			synctest.Wait()
-			require.Equal(t, 2, liveWatches(t), "one watch in a blocking Get, one between polls")
+			require.Equal(t, 2, liveWatches(t, c), "one watch in a blocking Get, one between polls")
 
 			require.NoError(t, c.Close())
 			synctest.Wait()
-			require.Zero(t, liveWatches(t), "Close ended both watches")
+			require.Zero(t, liveWatches(t, c), "Close ended both watches")
 			requireNoEvent(t, ch)
 			time.Sleep(5 * time.Hour)
 			requireNoEvent(t, ch)
@@ -221,7 +219,7 @@ func TestRegression_CloseMeansStop(t *testing.T) {
 
 			err := c.Notify(ctx, "blocking", RequestInfo{Key: "k"}, "late", ch)
 			require.ErrorIs(t, err, ErrClosed)
-			require.Zero(t, liveWatches(t), "no watch started")
+			require.Zero(t, liveWatches(t, c), "no watch started")
 		})
 	})
 
@@ -820,12 +818,12 @@ func TestRegression8092_NotifyCancelDuringBlockingFetch(t *testing.T) {
 		require.Equal(t, "v1", recvEvent(t, ch, time.Second).Result)
 		time.Sleep(time.Minute)
 		require.Equal(t, 2, log.count(), "the watch waits for a blocking fetch")
-		require.Equal(t, 1, liveWatches(t))
+		require.Equal(t, 1, liveWatches(t, c))
 
 		start := time.Now()
 		cancel()
 		synctest.Wait()
-		require.Zero(t, liveWatches(t), "the watch ended while its fetch is in flight")
+		require.Zero(t, liveWatches(t, c), "the watch ended while its fetch is in flight")
 		require.Zero(t, time.Since(start))
 		requireNoEvent(t, ch)
 
@@ -1238,7 +1236,7 @@ func TestRegression_BadInput(t *testing.T) {
 
 			synctest.Wait()
 			require.Zero(t, log.count(), "nothing was fetched")
-			require.Zero(t, liveWatches(t), "no watch started")
+			require.Zero(t, liveWatches(t, c), "no watch started")
 			require.Empty(t, ch)
 		})
 	})
@@ -1549,7 +1547,7 @@ func TestRegression_CloseLetsGetsInFlightFinish(t *testing.T) {
 			require.NoError(t, c.Close())
 			synctest.Wait()
 			require.Equal(t, int32(1), cancelled.Load(), "the refresh (and the watch's wait on it) was cancelled")
-			require.Zero(t, liveWatches(t), "the watch ended")
+			require.Zero(t, liveWatches(t, c), "the watch ended")
 		})
 	})
 }
@@ -1829,7 +1827,7 @@ func TestRegression_NilContext(t *testing.T) {
 			func(context.Context, UpdateEvent) {}), "nil context")
 		synctest.Wait()
 		require.Zero(t, calls.Load(), "nothing was fetched")
-		require.Zero(t, liveWatches(t), "no watch started")
+		require.Zero(t, liveWatches(t, c), "no watch started")
 	})
 }
 
@@ -2544,36 +2542,17 @@ func (rt contextType) FetchContext(ctx context.Context, o FetchOptions, r Reques
 
 func (rt contextType) SupportsBlocking() bool { return rt.blocking }
 
-// liveWatches returns the number of live Notify watches that the calling
-// goroutine started: goroutines created by Notify or NotifyCallback in it.
-// Unlike synctest.Wait with an idle channel, it tells a watch that ended
-// from one still blocked in a Get.
-func liveWatches(t *testing.T) int {
+// liveWatches returns the number of live Notify watches of c: those that
+// neither ended nor saw their end. Unlike synctest.Wait with an idle
+// channel, it tells a watch that ended from one still waiting in a Get,
+// which holds no goroutine.
+func liveWatches(t *testing.T, c *Cache) int {
 	t.Helper()
-	self := strings.Fields(stackDump(false)) // "goroutine 42 [running]: ..."
-	require.GreaterOrEqual(t, len(self), 2)
-	creator := "\ncreated by " + reflect.TypeFor[Cache]().PkgPath() + ".(*Cache).Notify"
-	parent := " in goroutine " + self[1] + "\n"
-	n := 0
-	for _, g := range strings.Split(stackDump(true), "\n\n") {
-		if i := strings.Index(g, creator); i >= 0 && strings.Contains(g[i:], parent) {
-			n++
-		}
+	s, ok := watchSets.Load(c)
+	if !ok {
+		return 0
 	}
-	return n
-}
-
-// stackDump returns runtime.Stack's dump of the current goroutine or, with
-// all, of every goroutine.
-func stackDump(all bool) string {
-	buf := make([]byte, 64<<10)
-	for {
-		n := runtime.Stack(buf, all)
-		if n < len(buf) {
-			return string(buf[:n])
-		}
-		buf = make([]byte, 2*len(buf))
-	}
+	return s.(*watchSet).len()
 }
 
 // fetchCount returns how often p was fetched.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,9 +25,12 @@ type UpdateEvent struct {
 
 // Notify watches the request r of type t and sends an UpdateEvent to ch each
 // time its result changes, until ctx is done or the cache is closed. It
-// returns at once; the watch runs in its own goroutine, which ends with
-// it, without a last event. ch should be drained promptly: the watch
-// waits for each send.
+// returns at once. The watch ends with ctx or Close, without a last
+// event. While it waits for a change it holds no goroutine, only a place
+// among its entry's waiters; each change runs one round of the watch on a
+// goroutine of its own, which sends the event and ends. ch should be
+// drained promptly: the watch waits for each send, though the other
+// watches do not wait for it.
 //
 // For a type that supports blocking, the watch is a loop of blocking Gets:
 // the first result is always sent, then one whenever the index changes.
@@ -60,10 +65,11 @@ func (c *Cache) Notify(ctx context.Context, t string, r Request, correlationID s
 }
 
 // NotifyCallback is Notify for callers that want a function called rather
-// than a channel: cb receives each event, in order, from the watch's
-// goroutine, together with ctx. The watch waits for cb to return before it
-// looks for the next change, so cb should be quick. It returns the errors
-// Notify does, with a nil cb in place of a nil channel.
+// than a channel: cb receives each event, in order, together with ctx.
+// Each call is made from a goroutine that runs one round of the watch;
+// two calls for one watch never overlap. The watch waits for cb to return
+// before it looks for the next change, so cb should be quick. It returns
+// the errors Notify does, with a nil cb in place of a nil channel.
 func (c *Cache) NotifyCallback(ctx context.Context, t string, r Request, correlationID string, cb func(ctx context.Context, e UpdateEvent)) error {
 	// Five parameters, unlike the rest of the package: Notify's, with cb
 	// for ch.
@@ -84,34 +90,364 @@ func (c *Cache) NotifyCallback(ctx context.Context, t string, r Request, correla
 	if info.Timeout < 0 || info.MaxAge < 0 {
 		return badRequestInfo("Notify", t, &info)
 	}
-	w := &watch{c: c, ctx: ctx, t: t, r: r, info: info, id: correlationID, cb: cb}
-	if te.typ.SupportsBlocking() {
-		go w.blocking()
-		return nil
-	}
-	if info.MaxAge == 0 {
+	polls := !te.typ.SupportsBlocking()
+	if polls && info.MaxAge == 0 {
 		return errors.New("cannot use Notify for polling cache types without specifying the MaxAge")
 	}
-	go w.polling()
+	w := &watch{c: c, ctx: ctx, t: t, r: r, info: info, id: correlationID, cb: cb, polls: polls}
+	w.g.key = c.makeKey(nil, t, info.Datacenter, info.Token, info.Key)
+	w.state.Store(watchRunning)
+	if w.set = c.watchSet(); !w.set.add(w) {
+		return ErrClosed
+	}
+	w.stopCtx = context.AfterFunc(ctx, w.wake)
+	go w.run()
 	return nil
 }
 
-// watch is one Notify watch, and what its loop shares. It belongs to the
-// watch's goroutine, which NotifyCallback starts and which ends with ctx or
-// Close.
+// watchSet holds the live watches of a cache, so that Close can end them
+// all: one that waits out a back-off or polling interval is parked on no
+// entry.
+type watchSet struct {
+	c      *Cache
+	mu     sync.Mutex
+	ws     map[*watch]struct{}
+	closed bool // no watch may be added
+}
+
+// watchSets maps each cache that has had a watch to its watchSet, until
+// the cache is closed and its last watch ended. With the first watch of
+// a cache starts its goroutine endWatches, which lives, like the expiry
+// loop, until the cache is closed.
+var watchSets sync.Map // *Cache → *watchSet
+
+// watchSet returns the cache's watchSet, creating it if needed.
+func (c *Cache) watchSet() *watchSet {
+	if v, ok := watchSets.Load(c); ok {
+		return v.(*watchSet)
+	}
+	v, loaded := watchSets.LoadOrStore(c, &watchSet{c: c, ws: make(map[*watch]struct{})})
+	s := v.(*watchSet)
+	if !loaded {
+		go s.endWatches()
+	}
+	return s
+}
+
+// endWatches waits for Close and wakes every watch in s to end, through
+// the cache's closing: no new one can be added after.
+func (s *watchSet) endWatches() {
+	<-s.c.closing
+	s.mu.Lock()
+	s.closed = true
+	ws := make([]*watch, 0, len(s.ws))
+	for w := range s.ws {
+		ws = append(ws, w)
+	}
+	s.dropIfDone()
+	s.mu.Unlock()
+	for _, w := range ws {
+		w.wake()
+	}
+}
+
+// dropIfDone forgets s once its cache is closed and its last watch ended.
+// s.mu must be held.
+func (s *watchSet) dropIfDone() {
+	if s.closed && len(s.ws) == 0 {
+		watchSets.CompareAndDelete(s.c, s)
+	}
+}
+
+// add adds w to the set and reports whether it did: not once the cache
+// closed.
+func (s *watchSet) add(w *watch) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.ws[w] = struct{}{}
+	return true
+}
+
+// remove takes w, which ended, out of the set.
+func (s *watchSet) remove(w *watch) {
+	s.mu.Lock()
+	delete(s.ws, w)
+	s.dropIfDone()
+	s.mu.Unlock()
+}
+
+// len returns the number of live watches in the set.
+func (s *watchSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ws)
+}
+
+// watch is one Notify watch. It has no goroutine of its own: it is a state
+// that rounds move along. A round runs on a goroutine that wake starts
+// when something the watch waits for happens (its entry published a
+// result, a back-off, polling interval or Timeout ended, ctx ended, the
+// cache closed); it looks at the entry, delivers what is new, joins the
+// entry's fetch again and parks the watch among the entry's waiters
+// (entryLoop.watches), or arms a timer, and ends. state makes sure that
+// one round at a time runs, so that events keep their order.
+//
+// Goroutines: NotifyCallback starts the first round; wake starts the
+// others. A round ends when the watch parks or is over; a parked watch
+// leaves nothing running but, at most, a timer and its context's
+// AfterFunc, both stopped when the watch ends. Close ends every watch
+// through its cache's watchSet, whose goroutine (endWatches) wakes them
+// once the cache is closing.
+//
+// Lock order: a round takes entry.mu or watchSet.mu, never two at once;
+// an entry wakes its watches with entry.mu held, and wake takes no lock.
 type watch struct {
 	c    *Cache
 	ctx  context.Context
 	t    string
 	r    Request
-	info RequestInfo // info.MinIndex is moved along by get
+	info RequestInfo // info.MinIndex is moved along by the Gets
 	id   string      // the correlation ID
 	cb   func(context.Context, UpdateEvent)
+	// polls tells a type that does not support blocking.
+	polls bool
+
+	// What the rounds carry from one to the next. Only the running round
+	// touches them.
+	index    uint64      // of the last value sent, 0 before the first
+	failures uint        // in a row, for back-off
+	last     any         // polling: the last value sent
+	phase    uint8       // what the watch waits for
+	g        watchGet    // the Get in progress
+	sleep    *time.Timer // for back-off and polling; fires slept
+	stopCtx  func() bool // stops the context's AfterFunc
+	set      *watchSet   // the cache's, which holds the watch until it ends
+
+	// state is one of watchParked, watchRunning, watchPoked and watchDone.
+	state atomic.Int32
+	// slept is set when sleep fires; fired is the number of the Get whose
+	// Timeout passed.
+	slept atomic.Bool
+	fired atomic.Uint64
+
+	// prev and next link the watch into the watches of g.waited's loop,
+	// guarded by that entry's mu. listed is set, under it, while the watch
+	// is in that list; the round reads it without the lock, since only the
+	// round puts the watch back.
+	prev, next *watch
+	listed     atomic.Bool
 }
 
-// get is a Get of the watch that waits beyond minIndex. A cached value with
-// an index below floor (0 for none) is a reset, returned at once: the
-// watch passes the index it delivered last, which came from this cache.
+// watchGet is the Get a watch is in: what getSlow keeps in locals while it
+// waits, kept here while the watch is parked instead.
+type watchGet struct {
+	key     keyRef // the watch's key, encoded once
+	rd      round
+	waited  *entry // the entry parked on
+	counted bool   // the watch counts in waited.watchers
+	n       uint64 // numbers the Gets, for watch.fired
+	timeout *time.Timer
+}
+
+// Watch states.
+const (
+	watchParked  = iota // waiting, without a goroutine
+	watchRunning        // a round runs
+	watchPoked          // a round runs, and was woken meanwhile
+	watchDone           // over: wakes are ignored
+)
+
+// Watch phases: what a parked watch waits for.
+const (
+	phaseNext  = iota // nothing: its next Get starts
+	phaseGet          // the next result of the entry of its Get
+	phaseSleep        // its sleep timer
+)
+
+// Outcomes of watch.getStep.
+const (
+	stepAnswered = iota // the Get returned
+	stepParked          // the watch waits for the entry
+	stepPoked           // woken while it tried to park: look again
+)
+
+// wake makes sure a round of the watch runs after this call: it starts
+// one for a parked watch, and tells a running one to look again before it
+// parks. It takes no lock, and may be called from anywhere, any number of
+// times.
+func (w *watch) wake() {
+	for {
+		switch s := w.state.Load(); s {
+		case watchParked:
+			if w.state.CompareAndSwap(s, watchRunning) {
+				go w.run()
+				return
+			}
+		case watchRunning:
+			if w.state.CompareAndSwap(s, watchPoked) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// idle parks a running watch whose wait is set up, and reports whether
+// it did: if it was woken meanwhile, it is left running, to look again.
+// The round must not touch the watch after a true result.
+func (w *watch) idle() bool {
+	if w.state.CompareAndSwap(watchRunning, watchParked) {
+		return true
+	}
+	w.state.Store(watchRunning)
+	return false
+}
+
+// run is a round of the watch, on the goroutine wake (or NotifyCallback)
+// started: it goes on from where the watch parked, delivering the events
+// due, until the watch parks again or is over.
+func (w *watch) run() {
+	for {
+		if w.ended() {
+			w.finish()
+			return
+		}
+		if w.phase == phaseSleep {
+			if !w.slept.Load() {
+				if w.idle() {
+					return
+				}
+				continue
+			}
+			w.phase = phaseNext
+		}
+		ev, st := w.getStep()
+		if st == stepParked {
+			return
+		}
+		if st == stepPoked {
+			continue
+		}
+		if w.ended() {
+			w.finish()
+			return
+		}
+		wait, more := w.after(ev)
+		if !more {
+			w.finish()
+			return
+		}
+		if wait > 0 {
+			w.sleepFor(wait)
+			if w.idle() {
+				return
+			}
+		}
+	}
+}
+
+// after handles the answer of one Get of the watch, and returns how long
+// to wait before the next one and whether the watch goes on.
+func (w *watch) after(ev UpdateEvent) (time.Duration, bool) {
+	if w.polls {
+		return w.afterPoll(ev)
+	}
+	return w.afterBlocking(ev)
+}
+
+// afterBlocking is after for a type that supports blocking.
+func (w *watch) afterBlocking(ev UpdateEvent) (time.Duration, bool) {
+	// index stays 0 after errors, so that the Gets do not block and a
+	// first value at index 1 (a new cluster) is not mistaken for an old
+	// one (Consul #6521). The first result is always sent (index is 0
+	// only until then), then each change.
+	meta, err := ev.Meta, ev.Err
+	reset := err == nil && meta.Index > 0 && meta.Index < w.index
+	if w.index == 0 || w.index < meta.Index || reset {
+		if !w.deliver(ev) {
+			return 0, false
+		}
+		w.index = meta.Index
+	}
+
+	// A type that answers with index 0 would never block: back off as for
+	// an error instead of spinning. For a cached entry its fetch loop does
+	// that already (see emptyFetch), and the next Get joins it, so only
+	// Gets that bypass the cache back off here: two back-offs would add
+	// up.
+	if err == nil && (meta.Index > 0 || w.info.Key != "") {
+		w.failures = 0
+	} else {
+		w.failures++
+	}
+	// A result without an index (a misbehaving type, or a timeout before
+	// any value) must not make the next Get return at once. After an
+	// error, though, the next Get must not block: the first value may
+	// well have index 1.
+	if err == nil && w.index < 1 {
+		w.index = 1
+	}
+	return backOffWait(w.failures), true
+}
+
+// afterPoll is after for a type that does not support blocking.
+func (w *watch) afterPoll(ev UpdateEvent) (time.Duration, bool) {
+	var send bool
+	if ev.Err != nil {
+		// Errors are news until there is a value to keep serving.
+		send = w.last == nil
+	} else {
+		send = ev.Meta.Index != w.index || !reflect.DeepEqual(w.last, ev.Result)
+	}
+	if send {
+		if !w.deliver(ev) {
+			return 0, false
+		}
+		w.last, w.index = ev.Result, ev.Meta.Index
+	}
+	if ev.Err != nil {
+		w.failures++
+	} else {
+		w.failures = 0
+	}
+	return w.pollWait(ev.Err, w.failures, ev.Meta.Age), true
+}
+
+// sleepFor arms the watch's sleep timer for d; the round then parks.
+func (w *watch) sleepFor(d time.Duration) {
+	w.phase = phaseSleep
+	w.slept.Store(false)
+	if w.sleep == nil {
+		w.sleep = time.AfterFunc(d, func() {
+			w.slept.Store(true)
+			w.wake()
+		})
+		return
+	}
+	w.sleep.Reset(d)
+}
+
+// finish ends the watch: it leaves its entry and stops its timers and the
+// context's AfterFunc. Wakes after it are ignored.
+func (w *watch) finish() {
+	w.unpark()
+	w.stopTimeout()
+	if w.sleep != nil {
+		w.sleep.Stop()
+	}
+	w.stopCtx()
+	w.set.remove(w)
+	w.state.Store(watchDone)
+}
+
+// get is a Get of the watch that waits beyond minIndex, on the calling
+// goroutine. A cached value with an index below floor (0 for none) is a
+// reset, returned at once: the watch passes the index it delivered last,
+// which came from this cache.
 func (w *watch) get(minIndex, floor uint64) (any, ResultMeta, error) {
 	w.info.MinIndex = minIndex
 	if done, v, meta, err := w.c.getFast(w.ctx, w.t, w.r, &w.info); done {
@@ -120,84 +456,177 @@ func (w *watch) get(minIndex, floor uint64) (any, ResultMeta, error) {
 	return w.c.getSlow(w.ctx, w.t, w.r, &w.info, floor, true)
 }
 
-// blocking is the watch's loop for blocking types.
-func (w *watch) blocking() {
-	// index is that of the last value sent, 0 before the first. After
-	// errors it stays 0, so that the Gets do not block and a first value
-	// at index 1 (a new cluster) is not mistaken for an old one (Consul
-	// #6521).
-	var index uint64
-	var failures uint
-	for {
-		res, meta, err := w.get(index, index)
-		if w.ended() {
-			return
+// getStep goes on with the watch's Get as getSlow would: it starts the
+// next one (phaseNext) or, woken in one (phaseGet), looks at its entry
+// again. It returns the Get's answer (stepAnswered), or parks the watch
+// until the entry's next result (stepParked), or finds the watch woken
+// as it tried to park (stepPoked).
+func (w *watch) getStep() (UpdateEvent, int) {
+	g := &w.g
+	if w.phase == phaseGet {
+		w.unpark()
+		if w.fired.Load() == g.n {
+			// The request's Timeout passed: the last value seen, and no
+			// error.
+			v, meta, err := gaveUp(w.ctx, g.rd.seen, false)
+			w.endGet()
+			return UpdateEvent{w.id, v, meta, err}, stepAnswered
 		}
-		// The first result is always sent (index is 0 only until then),
-		// then each change.
-		reset := err == nil && meta.Index > 0 && meta.Index < index
-		if index == 0 || index < meta.Index || reset {
-			if !w.deliver(UpdateEvent{w.id, res, meta, err}) {
-				return
-			}
-			index = meta.Index
-		}
+		return w.look()
+	}
+	// A cached value with an index below the one delivered last is a
+	// reset, which answers the Get: that index came from this cache.
+	floor := w.index
+	if w.polls {
+		floor = 0
+	}
+	if w.info.Key == "" {
+		// A Get that bypasses the cache is a fetch of its own, which
+		// the round waits for.
+		v, meta, err := w.get(w.index, floor)
+		return UpdateEvent{w.id, v, meta, err}, stepAnswered
+	}
+	w.info.MinIndex = w.index
+	if done, v, meta, err := w.c.getFast(w.ctx, w.t, w.r, &w.info); done {
+		return UpdateEvent{w.id, v, meta, err}, stepAnswered
+	}
+	w.phase = phaseGet
+	g.rd, g.waited = round{first: true, floor: floor}, nil
+	g.n++
+	return w.look()
+}
 
-		// A type that answers with index 0 would never block: back off as
-		// for an error instead of spinning. For a cached entry its fetch
-		// loop does that already (see emptyFetch), and the next Get joins
-		// it, so only Gets that bypass the cache back off here: two
-		// back-offs would add up.
-		if err == nil && (meta.Index > 0 || w.info.Key != "") {
-			failures = 0
-		} else {
-			failures++
+// look runs the rounds of getSlow's loop for the watch's Get until it is
+// answered or the watch parks (see getStep). The wait of a round is
+// replaced by parking the watch among the waiters of the entry's fetch.
+func (w *watch) look() (UpdateEvent, int) {
+	c, g := w.c, &w.g
+	for {
+		te := c.typeEntry(w.t)
+		if te == nil {
+			w.endGet()
+			return UpdateEvent{CorrelationID: w.id, Err: unknownType(w.t)}, stepAnswered
 		}
-		if !w.sleep(backOffWait(failures)) {
-			return
+		found := c.lookup(&g.key)
+		s := c.look(te, found, g.waited)
+		if done, err := c.answer(&s, &w.info, &g.rd); done {
+			w.endGet()
+			if err != nil {
+				return UpdateEvent{w.id, s.res.value, c.meta(&s), err}, stepAnswered
+			}
+			v, meta := c.hit(&s, w.r, g.rd.first)
+			return UpdateEvent{w.id, v, meta, nil}, stepAnswered
 		}
-		// A result without an index (a misbehaving type, or a timeout
-		// before any value) must not make the next Get return at once.
-		// After an error, though, the next Get must not block: the first
-		// value may well have index 1.
-		if err == nil && index < 1 {
-			index = 1
+		if g.rd.first {
+			w.startTimeout(te)
+		}
+		g.rd.next(&s, &w.info, true)
+		var ch <-chan struct{}
+		g.waited, ch = c.join(&joinRequest{te: te, e: found, key: g.key, r: w.r, seen: s.res, how: g.rd.how})
+		if ch == nil {
+			s.e = g.waited
+			w.endGet()
+			return UpdateEvent{w.id, s.res.value, c.meta(&s), ErrClosed}, stepAnswered
+		}
+		if st, ok := w.park(ch); ok {
+			return UpdateEvent{}, st
 		}
 	}
 }
 
-// polling is the watch's loop for non-blocking types.
-func (w *watch) polling() {
-	var index uint64
-	var failures uint
-	var last any
-	for {
-		res, meta, err := w.get(index, 0)
-		if w.ended() {
-			return
-		}
-		var send bool
-		if err != nil {
-			// Errors are news until there is a value to keep serving.
-			send = last == nil
-		} else {
-			send = meta.Index != index || !reflect.DeepEqual(last, res)
-		}
-		if send {
-			if !w.deliver(UpdateEvent{w.id, res, meta, err}) {
-				return
-			}
-			last, index = res, meta.Index
-		}
-		if err != nil {
-			failures++
-		} else {
-			failures = 0
-		}
-		if !w.sleep(w.pollWait(err, failures, meta.Age)) {
-			return
-		}
+// startTimeout counts the miss of the first round of the watch's Get, of
+// type te, and starts the request's Timeout, which wakes the watch.
+func (w *watch) startTimeout(te *typeEntry) {
+	info := w.info
+	info.Timeout = 0 // a timer that wakes, rather than one to wait on
+	w.c.miss(te, &info, &w.g.rd)
+	if w.info.Timeout > 0 {
+		n := w.g.n
+		w.g.timeout = time.AfterFunc(w.info.Timeout, func() {
+			w.fired.Store(n)
+			w.wake()
+		})
 	}
+}
+
+// stopTimeout stops the Timeout of the watch's Get.
+func (w *watch) stopTimeout() {
+	if g := &w.g; g.timeout != nil {
+		g.timeout.Stop()
+		g.timeout = nil
+	}
+}
+
+// endGet ends the watch's Get, which was answered.
+func (w *watch) endGet() {
+	w.stopTimeout()
+	w.phase = phaseNext
+}
+
+// park parks the watch until ch, the channel join gave its Get, is closed,
+// and returns stepParked, or stepPoked if it was woken meanwhile. ok is
+// false if ch is closed already: the Get looks again at once.
+func (w *watch) park(ch <-chan struct{}) (st int, ok bool) {
+	e := w.g.waited
+	e.mu.Lock()
+	lp := e.loop.Load()
+	if lp == nil || lp.waiter != ch {
+		e.mu.Unlock()
+		select {
+		case <-ch:
+			return 0, false
+		default:
+		}
+		// Not the loop's waiter: a revalidation's (see sideFetch), which
+		// does not block. It is waited for on a goroutine that wakes the
+		// watch.
+		w.count(e)
+		go func() {
+			select {
+			case <-ch:
+			case <-w.ctx.Done():
+			case <-w.c.closing:
+			}
+			w.wake()
+		}()
+	} else {
+		// The entry wakes the watch when it closes ch (entry.wake); a
+		// watched entry cannot expire.
+		lp.addWatch(w)
+		w.count(e)
+		e.mu.Unlock()
+	}
+	if w.idle() {
+		return stepParked, true
+	}
+	return stepPoked, true
+}
+
+// count counts the watch's Get among the watchers of e, which it waits on.
+func (w *watch) count(e *entry) {
+	e.watchers.Add(1)
+	w.g.counted = true
+}
+
+// unpark takes the watch out of the waiters of its Get's entry, if the
+// entry did not already, and ends its count among the entry's watchers.
+func (w *watch) unpark() {
+	g := &w.g
+	if !g.counted {
+		return
+	}
+	e := g.waited
+	if w.listed.Load() {
+		e.mu.Lock()
+		if w.listed.Load() {
+			e.loop.Load().removeWatch(w)
+		}
+		e.mu.Unlock()
+	}
+	// The end of a wait is a use.
+	e.lastAccess.Store(w.c.now())
+	e.watchers.Add(-1)
+	g.counted = false
 }
 
 // pollWait returns how long a polling watch waits before its next poll,
@@ -228,20 +657,5 @@ func (w *watch) ended() bool {
 // goes on.
 func (w *watch) deliver(ev UpdateEvent) bool {
 	w.cb(w.ctx, ev)
-	return !w.ended()
-}
-
-// sleep waits for d unless the watch's context ends or the cache closes
-// first, and reports whether the watch goes on.
-func (w *watch) sleep(d time.Duration) bool {
-	if d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-w.ctx.Done():
-		case <-w.c.closing:
-		}
-	}
 	return !w.ended()
 }
