@@ -246,6 +246,7 @@ type watch struct {
 type watchGet struct {
 	key     keyRef // the watch's key, encoded once
 	rd      round
+	seen    result // the result the last round saw
 	waited  *entry // the entry parked on
 	counted bool   // the watch counts in waited.watchers
 	n       uint64 // numbers the Gets, for watch.fired
@@ -468,7 +469,7 @@ func (w *watch) getStep() (UpdateEvent, int) {
 		if w.fired.Load() == g.n {
 			// The request's Timeout passed: the last value seen, and no
 			// error.
-			v, meta, err := gaveUp(w.ctx, g.rd.seen, false)
+			v, meta, err := gaveUp(w.ctx, &g.seen, false)
 			w.endGet()
 			return UpdateEvent{w.id, v, meta, err}, stepAnswered
 		}
@@ -521,8 +522,10 @@ func (w *watch) look() (UpdateEvent, int) {
 			w.startTimeout(te)
 		}
 		g.rd.next(&s, &w.info, true)
+		g.seen = s.res
 		var ch <-chan struct{}
-		g.waited, ch = c.join(&joinRequest{te: te, e: found, key: g.key, r: w.r, seen: s.res, how: g.rd.how})
+		g.waited, ch = c.join(&joinRequest{te: te, e: found, key: g.key, r: w.r,
+			seenE: s.e, seen: s.res.ver, seenValid: s.res.valid(), how: g.rd.how})
 		if ch == nil {
 			s.e = g.waited
 			w.endGet()
