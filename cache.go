@@ -67,6 +67,9 @@ type Cache struct {
 
 	closed  atomic.Bool
 	closing chan struct{} // closed by Close
+
+	// watches are the live Notify watches, which Close ends.
+	watches watchSet
 }
 
 // typeEntry is a registered type. It is immutable.

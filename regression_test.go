@@ -2549,11 +2549,7 @@ func (rt contextType) SupportsBlocking() bool { return rt.blocking }
 // which holds no goroutine.
 func liveWatches(t *testing.T, c *Cache) int {
 	t.Helper()
-	s, ok := watchSets.Load(c)
-	if !ok {
-		return 0
-	}
-	return s.(*watchSet).len()
+	return c.watches.len()
 }
 
 // fetchCount returns how often p was fetched.

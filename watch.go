@@ -105,57 +105,41 @@ func (c *Cache) NotifyCallback(ctx context.Context, t string, r Request, correla
 	return nil
 }
 
-// watchSet holds the live watches of a cache, so that Close can end them
-// all: one that waits out a back-off or polling interval is parked on no
-// entry.
+// watchSet holds the live watches of a cache (Cache.watches), so that
+// Close can end them all: one that waits out a back-off or polling
+// interval is parked on no entry.
 type watchSet struct {
-	c      *Cache
+	once   sync.Once // starts endWatches, with the first watch
 	mu     sync.Mutex
 	ws     map[*watch]struct{}
 	closed bool // no watch may be added
 }
 
-// watchSets maps each cache that has had a watch to its watchSet, until
-// the cache is closed and its last watch ended. With the first watch of
-// a cache starts its goroutine endWatches, which lives, like the expiry
-// loop, until the cache is closed.
-var watchSets sync.Map // *Cache → *watchSet
-
-// watchSet returns the cache's watchSet, creating it if needed.
+// watchSet returns the cache's watchSet. With the cache's first watch it
+// starts the goroutine endWatches, which lives, like the expiry loop,
+// until the cache is closed.
 func (c *Cache) watchSet() *watchSet {
-	if v, ok := watchSets.Load(c); ok {
-		return v.(*watchSet)
-	}
-	v, loaded := watchSets.LoadOrStore(c, &watchSet{c: c, ws: make(map[*watch]struct{})})
-	s := v.(*watchSet)
-	if !loaded {
-		go s.endWatches()
-	}
+	s := &c.watches
+	s.once.Do(func() {
+		s.ws = make(map[*watch]struct{})
+		go s.endWatches(c.closing)
+	})
 	return s
 }
 
-// endWatches waits for Close and wakes every watch in s to end, through
-// the cache's closing: no new one can be added after.
-func (s *watchSet) endWatches() {
-	<-s.c.closing
+// endWatches waits for closing, the cache's, and wakes every watch in s
+// to end: no new one can be added after.
+func (s *watchSet) endWatches(closing <-chan struct{}) {
+	<-closing
 	s.mu.Lock()
 	s.closed = true
 	ws := make([]*watch, 0, len(s.ws))
 	for w := range s.ws {
 		ws = append(ws, w)
 	}
-	s.dropIfDone()
 	s.mu.Unlock()
 	for _, w := range ws {
 		w.wake()
-	}
-}
-
-// dropIfDone forgets s once its cache is closed and its last watch ended.
-// s.mu must be held.
-func (s *watchSet) dropIfDone() {
-	if s.closed && len(s.ws) == 0 {
-		watchSets.CompareAndDelete(s.c, s)
 	}
 }
 
@@ -175,7 +159,6 @@ func (s *watchSet) add(w *watch) bool {
 func (s *watchSet) remove(w *watch) {
 	s.mu.Lock()
 	delete(s.ws, w)
-	s.dropIfDone()
 	s.mu.Unlock()
 }
 
