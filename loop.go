@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
 
@@ -55,9 +54,6 @@ func (c *Cache) join(jr *joinRequest) (*entry, <-chan struct{}) {
 func (c *Cache) startLoop(e *entry, te *typeEntry, r Request) {
 	e.fetching = true
 	lp := c.loopState(e)
-	if lp.ctx == nil {
-		lp.ctx, lp.cancel = context.WithCancel(context.Background())
-	}
 	if te.opts.Refresh {
 		e.refreshing.Store(true)
 	}
@@ -192,6 +188,9 @@ func (l *fetchLoop) begin(blocking bool) bool {
 		return false
 	}
 	l.lp.inFetch, l.lp.blocking = true, blocking
+	if _, ok := l.te.typ.(ContextType); ok {
+		l.lp.makeCtx(e)
+	}
 	if l.te.opts.Refresh {
 		e.refreshing.Store(true)
 	}
@@ -345,7 +344,9 @@ func (c *Cache) loopAfterPublish(e *entry, refresh bool) bool {
 		// restarts cannot bypass it), a refreshing type's lostContact or a
 		// revalidation in flight.
 		if lp != nil && lp.limiter.Load() == nil && lp.side == nil && !e.typ.te.Load().opts.Refresh {
-			lp.cancel()
+			if lp.cancel != nil {
+				lp.cancel()
+			}
 			e.loop.Store(nil)
 		}
 		return false
@@ -396,13 +397,23 @@ func (l *fetchLoop) limiterSleep(d time.Duration, reloaded <-chan struct{}) int 
 	select {
 	case <-t.C:
 		return limitPassed
-	case <-l.lp.ctx.Done():
+	case <-l.done():
 		return limitStopped
 	case <-l.c.closing:
 		return limitStopped
 	case <-reloaded:
 		return limitReloaded
 	}
+}
+
+// done returns the channel that closes when the loop's context ends, on
+// eviction, for the loop's waits. It gives the loop a context if it has
+// none yet.
+func (l *fetchLoop) done() <-chan struct{} {
+	l.e.mu.Lock()
+	defer l.e.mu.Unlock()
+	l.lp.makeCtx(l.e)
+	return l.lp.ctx.Done()
 }
 
 // wait pauses the loop for d. It returns false if the entry was evicted or
@@ -413,11 +424,13 @@ func (l *fetchLoop) wait(d time.Duration) bool {
 		defer t.Stop()
 		select {
 		case <-t.C:
-		case <-l.lp.ctx.Done():
+		case <-l.done():
 		case <-l.c.closing:
 		}
 	}
-	if l.lp.ctx.Err() != nil || l.c.closed.Load() {
+	// A loop without a context has not waited: its eviction is noticed by
+	// begin.
+	if (l.lp.ctx != nil && l.lp.ctx.Err() != nil) || l.c.closed.Load() {
 		l.c.endLoop(l.e)
 		return false
 	}
