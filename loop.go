@@ -138,7 +138,7 @@ func (l *fetchLoop) exited(v any) {
 	if v != nil {
 		err = l.c.panicked(l.te, &l.k, v, "cache: fetch loop panicked")
 	}
-	l.publish(nil, outcome{err: err}, false)
+	l.publish(nil, outcome{err: err}, l.c.now(), false)
 	l.c.addExpiry(l.e)
 }
 
@@ -147,7 +147,10 @@ func (l *fetchLoop) exited(v any) {
 // all gave up meanwhile ends: its fetch would be for nobody.
 func (l *fetchLoop) resume() bool {
 	var wait time.Duration
-	l.attempt, wait = l.e.result().emptyRun(l.c.now())
+	// The clock only for a result that may call for a back-off.
+	if res := l.e.result(); res.extra != nil {
+		l.attempt, wait = res.emptyRun(l.c.now())
+	}
 	if !l.wait(wait) {
 		return false
 	}
@@ -239,9 +242,11 @@ func (l *fetchLoop) fetchOnce() bool {
 
 	// Into the expiry heap first: the callers this wakes then find the
 	// entry accounted for, and a burst of misses is held back by the
-	// expiry lock rather than piling up fetch goroutines behind it.
-	l.c.addExpiry(l.e)
-	return l.publish(prev, o, te.opts.Refresh)
+	// expiry lock rather than piling up fetch goroutines behind it. One
+	// clock read for both: on some machines it costs more than the heap.
+	now := l.c.now()
+	l.c.addExpiryAt(l.e, now)
+	return l.publish(prev, o, now, te.opts.Refresh)
 }
 
 // account counts the outcome o of a fetch that followed prev, moves the
@@ -312,13 +317,12 @@ func (c *Cache) countError(te *typeEntry, k *entryKey, err error, failures uint)
 }
 
 // publish applies the outcome o of a fetch that started from prev (nil if
-// unknown) to the entry's result and wakes its waiters. refresh tells a
-// refreshing loop. It reports whether the loop should go on refreshing; if
-// not, the loop is over as of this call, so the next Get that needs data
-// starts a new one.
-func (l *fetchLoop) publish(prev *result, o outcome, refresh bool) bool {
+// unknown), and ended at now, to the entry's result and wakes its
+// waiters. refresh tells a refreshing loop. It reports whether the loop
+// should go on refreshing; if not, the loop is over as of this call, so
+// the next Get that needs data starts a new one.
+func (l *fetchLoop) publish(prev *result, o outcome, now int64, refresh bool) bool {
 	e := l.e
-	now := l.c.now()
 	e.mu.Lock()
 	// An evicted entry still takes the result, for the callers that waited
 	// on it, but it is no longer in the cache: nothing brings it back.
