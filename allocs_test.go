@@ -41,9 +41,10 @@ func TestGetHit_allocatesNothing(t *testing.T) {
 }
 
 // TestGetMiss_allocations pins what a Get that waits for a fetch of a new
-// entry allocates, 10 in all today: the key, the entry, the loop's state,
-// context, goroutine and channel, and, on the test's side, the key string
-// and the boxed request.
+// entry allocates, 7 in all today: the key, the entry, the loop's state,
+// goroutine and channel, and, on the test's side, the key string and the
+// boxed request. A type without FetchContext makes no
+// context, and a result without an extra allocates none.
 func TestGetMiss_allocations(t *testing.T) {
 	c := TestCache(t)
 	c.RegisterType("t", FetchFunc(func(FetchOptions, Request) (FetchResult, error) {
@@ -57,7 +58,7 @@ func TestGetMiss_allocations(t *testing.T) {
 		}
 	})
 	t.Logf("a miss allocates %v times", allocs)
-	if allocs > 10 {
-		t.Fatalf("a miss allocates %v times, want at most 10", allocs)
+	if allocs > 7 {
+		t.Fatalf("a miss allocates %v times, want at most 7", allocs)
 	}
 }

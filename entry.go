@@ -124,7 +124,9 @@ func newResult(value any, index uint64, fetchedAt int64, x resultExtra) result {
 	// Not x != resultExtra{}: that panics for a state of an incomparable
 	// type.
 	if x.state != nil || x.err != nil || x.fetchIndex != 0 || x.stopped || x.empty != 0 {
-		r.extra = &x
+		// A copy, so that only a result that has an extra allocates one.
+		extra := x
+		r.extra = &extra
 	}
 	return r
 }
@@ -467,10 +469,13 @@ type entryLoop struct {
 	// to its end. Reset when waiter is closed. Guarded by entry.mu.
 	needers int
 
-	// ctx is the context of the loop's fetches (see ContextType), created
-	// when a loop first starts; cancel ends it: on eviction, and on Close
-	// unless Gets need the fetch in flight. The loop's waits end with it
-	// or with Close. Guarded by entry.mu.
+	// ctx is the context of the loop's fetches (see ContextType) and
+	// waits, created by makeCtx when the first of them needs it: most
+	// loops, which fetch once from a type without a context, never do.
+	// cancel ends it: on eviction, and on Close unless Gets need the fetch
+	// in flight. The loop's waits end with it or with Close. Guarded by
+	// entry.mu; the loop's goroutine, which alone sets it while it runs,
+	// reads it without the lock.
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -509,6 +514,18 @@ func (c *Cache) loopState(e *entry) *entryLoop {
 		e.loop.Store(lp)
 	}
 	return lp
+}
+
+// makeCtx gives the loop its context if it has none yet; it is born
+// cancelled for an evicted entry. e.mu must be held.
+func (lp *entryLoop) makeCtx(e *entry) {
+	if lp.ctx != nil {
+		return
+	}
+	lp.ctx, lp.cancel = context.WithCancel(context.Background())
+	if e.evicted {
+		lp.cancel()
+	}
 }
 
 // waitCh returns the channel to wait on for the loop's next result; need

@@ -46,21 +46,27 @@ const evictBatch = 256
 // LastGetTTL from now, and wakes the expiry loop if it now expires first.
 // Entries already in the heap, or evicted, are left alone.
 func (c *Cache) addExpiry(e *entry) {
-	if max := c.settings.Load().maxEntries; c.pushExpiry(e) && max > 0 && c.count.Load() > int64(max) {
+	c.addExpiryAt(e, c.now())
+}
+
+// addExpiryAt is addExpiry with the time now read by the caller, which
+// uses it for the fetch's result too.
+func (c *Cache) addExpiryAt(e *entry, now int64) {
+	if max := c.settings.Load().maxEntries; c.pushExpiry(e, now) && max > 0 && c.count.Load() > int64(max) {
 		// Entries are evictable only from here on, so the bound may have
 		// been left exceeded when they were created.
 		c.evictOverflow()
 	}
 }
 
-// pushExpiry does addExpiry's heap work and reports whether e was added.
-func (c *Cache) pushExpiry(e *entry) bool {
+// pushExpiry does addExpiry's heap work, with e last used at now, and
+// reports whether e was added.
+func (c *Cache) pushExpiry(e *entry, now int64) bool {
 	c.expiryMu.Lock()
 	defer c.expiryMu.Unlock()
 	if e.heapIndex >= 0 || e.evicted {
 		return false
 	}
-	now := c.now()
 	e.lastAccess.Store(now)
 	e.expires = now + int64(e.ttl)
 	heap.Push(&c.expiry, e)

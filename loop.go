@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
 
@@ -59,9 +58,6 @@ func (c *Cache) join(jr *joinRequest) (*entry, <-chan struct{}) {
 func (c *Cache) startLoop(e *entry, te *typeEntry, r Request) {
 	e.fetching = true
 	lp := c.loopState(e)
-	if lp.ctx == nil {
-		lp.ctx, lp.cancel = context.WithCancel(context.Background())
-	}
 	if te.opts.Refresh {
 		e.refreshing.Store(true)
 	}
@@ -146,7 +142,7 @@ func (l *fetchLoop) exited(v any) {
 	if v != nil {
 		err = l.c.panicked(l.te, &l.k, v, "cache: fetch loop panicked")
 	}
-	l.publish(nil, outcome{err: err}, false)
+	l.publish(nil, outcome{err: err}, l.c.now(), false)
 	l.c.addExpiry(l.e)
 }
 
@@ -155,8 +151,10 @@ func (l *fetchLoop) exited(v any) {
 // all gave up meanwhile ends: its fetch would be for nobody.
 func (l *fetchLoop) resume() bool {
 	var wait time.Duration
-	res := l.e.result()
-	l.attempt, wait = res.emptyRun(l.c.now())
+	// The clock only for a result that may call for a back-off.
+	if res := l.e.result(); res.extra != nil {
+		l.attempt, wait = res.emptyRun(l.c.now())
+	}
 	if !l.wait(wait) {
 		return false
 	}
@@ -197,6 +195,9 @@ func (l *fetchLoop) begin(blocking bool) bool {
 		return false
 	}
 	l.lp.inFetch, l.lp.blocking = true, blocking
+	if _, ok := l.te.typ.(ContextType); ok {
+		l.lp.makeCtx(e)
+	}
 	if l.te.opts.Refresh {
 		e.refreshing.Store(true)
 	}
@@ -245,9 +246,11 @@ func (l *fetchLoop) fetchOnce() bool {
 
 	// Into the expiry heap first: the callers this wakes then find the
 	// entry accounted for, and a burst of misses is held back by the
-	// expiry lock rather than piling up fetch goroutines behind it.
-	l.c.addExpiry(l.e)
-	return l.publish(&prev, o, te.opts.Refresh)
+	// expiry lock rather than piling up fetch goroutines behind it. One
+	// clock read for both: on some machines it costs more than the heap.
+	now := l.c.now()
+	l.c.addExpiryAt(l.e, now)
+	return l.publish(&prev, o, now, te.opts.Refresh)
 }
 
 // account counts the outcome o of a fetch that followed prev, moves the
@@ -318,13 +321,12 @@ func (c *Cache) countError(te *typeEntry, k *entryKey, err error, failures uint)
 }
 
 // publish applies the outcome o of a fetch that started from prev (nil if
-// unknown) to the entry's result and wakes its waiters. refresh tells a
-// refreshing loop. It reports whether the loop should go on refreshing; if
-// not, the loop is over as of this call, so the next Get that needs data
-// starts a new one.
-func (l *fetchLoop) publish(prev *result, o outcome, refresh bool) bool {
+// unknown), and ended at now, to the entry's result and wakes its
+// waiters. refresh tells a refreshing loop. It reports whether the loop
+// should go on refreshing; if not, the loop is over as of this call, so
+// the next Get that needs data starts a new one.
+func (l *fetchLoop) publish(prev *result, o outcome, now int64, refresh bool) bool {
 	e := l.e
-	now := l.c.now()
 	e.mu.Lock()
 	// An evicted entry still takes the result, for the callers that waited
 	// on it, but it is no longer in the cache: nothing brings it back.
@@ -351,7 +353,9 @@ func (c *Cache) loopAfterPublish(e *entry, refresh bool) bool {
 		// restarts cannot bypass it), a refreshing type's lostContact or a
 		// revalidation in flight.
 		if lp != nil && lp.limiter.Load() == nil && lp.side == nil && !e.typ.te.Load().opts.Refresh {
-			lp.cancel()
+			if lp.cancel != nil {
+				lp.cancel()
+			}
 			e.loop.Store(nil)
 		}
 		return false
@@ -402,13 +406,23 @@ func (l *fetchLoop) limiterSleep(d time.Duration, reloaded <-chan struct{}) int 
 	select {
 	case <-t.C:
 		return limitPassed
-	case <-l.lp.ctx.Done():
+	case <-l.done():
 		return limitStopped
 	case <-l.c.closing:
 		return limitStopped
 	case <-reloaded:
 		return limitReloaded
 	}
+}
+
+// done returns the channel that closes when the loop's context ends, on
+// eviction, for the loop's waits. It gives the loop a context if it has
+// none yet.
+func (l *fetchLoop) done() <-chan struct{} {
+	l.e.mu.Lock()
+	defer l.e.mu.Unlock()
+	l.lp.makeCtx(l.e)
+	return l.lp.ctx.Done()
 }
 
 // wait pauses the loop for d. It returns false if the entry was evicted or
@@ -419,11 +433,13 @@ func (l *fetchLoop) wait(d time.Duration) bool {
 		defer t.Stop()
 		select {
 		case <-t.C:
-		case <-l.lp.ctx.Done():
+		case <-l.done():
 		case <-l.c.closing:
 		}
 	}
-	if l.lp.ctx.Err() != nil || l.c.closed.Load() {
+	// A loop without a context has not waited: its eviction is noticed by
+	// begin.
+	if (l.lp.ctx != nil && l.lp.ctx.Err() != nil) || l.c.closed.Load() {
 		l.c.endLoop(l.e)
 		return false
 	}
