@@ -354,21 +354,25 @@ func (e *entry) publish(r *result) {
 }
 
 // result returns a snapshot of the entry's latest result; its ver is 0 if
-// none was published yet. It takes no lock: it reads the fields between
-// two loads of seq, again until no store ran meanwhile. A store is a few
-// atomic writes, so a reader waits for one only if its writer was
-// descheduled halfway, and then yields.
+// none was published yet.
 func (e *entry) result() (r result) {
+	e.load(&r)
+	return r
+}
+
+// load reads the entry's latest result into r. It takes no lock: it reads
+// the fields between two loads of seq, again until no store ran meanwhile.
+// A store is a few atomic writes, so a reader waits for one only if its
+// writer was descheduled halfway, and then yields.
+func (e *entry) load(r *result) {
 	for spins := 0; ; spins++ {
-		if seq := e.seq.Load(); seq&1 == 0 {
-			v := (*eface)(unsafe.Pointer(&r.value))
-			v.typ = unsafe.Pointer(e.val[0].Load())
-			v.data = unsafe.Pointer(e.val[1].Load())
-			r.index, r.fetchedAt = e.index.Load(), e.fetchedAt.Load()
-			r.extra, r.ver = e.extra.Load(), seq>>1
-			if e.seq.Load() == seq {
-				return r
-			}
+		seq := e.seq.Load()
+		v := (*eface)(unsafe.Pointer(&r.value))
+		v.typ, v.data = unsafe.Pointer(e.val[0].Load()), unsafe.Pointer(e.val[1].Load())
+		r.index, r.fetchedAt = e.index.Load(), e.fetchedAt.Load()
+		r.extra, r.ver = e.extra.Load(), seq>>1
+		if seq&1 == 0 && e.seq.Load() == seq {
+			return
 		}
 		if spins >= 16 {
 			runtime.Gosched()

@@ -118,7 +118,8 @@ func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestI
 		return false, nil, ResultMeta{}, nil
 	}
 	// Entries exist only for registered types.
-	s := sight{e.typ.te.Load(), e, e.result(), now}
+	s := sight{te: e.typ.te.Load(), e: e, now: now}
+	e.load(&s.res)
 	if !c.isHit(&s, info, true) {
 		return false, nil, ResultMeta{}, nil
 	}
