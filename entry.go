@@ -247,6 +247,17 @@ type entry struct {
 	mu sync.Mutex
 }
 
+// touch records a Get of the entry at now. Within a 1024th of the entry's
+// TTL (a second at most) of the last Get recorded it records nothing: the
+// store is a locked instruction, and on a hot entry it makes the cores
+// that share the entry's memory fight over it. The entry may so expire
+// that much early.
+func (e *entry) touch(now int64) {
+	if now-e.lastAccess.Load() > min(int64(e.ttl)>>10, int64(time.Second)) {
+		e.lastAccess.Store(now)
+	}
+}
+
 // outcome is what one fetch brought.
 type outcome struct {
 	fr  FetchResult

@@ -331,7 +331,7 @@ func (c *Cache) hit(s *sight, r Request, first bool) (any, ResultMeta) {
 		meta.Hit = true
 		c.metrics.incr(te.keys.hit)
 	}
-	e.lastAccess.Store(s.now)
+	e.touch(s.now)
 	if te.opts.Refresh && !e.refreshing.Load() && !res.refreshStopped() {
 		c.startRefresh(e, te, r)
 	}
