@@ -136,6 +136,46 @@ func TestExpiry_HitExtendsTTL(t *testing.T) {
 	})
 }
 
+// Pins how exactly a hit resets the TTL: a hit within a 1024th of the TTL
+// (at most a second) of the last Get recorded leaves the expiry where it
+// was; a later one moves it.
+func TestExpiry_HitResetsTTLToItsGrain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var fetches atomic.Int64
+		c := TestCache(t)
+		const ttl = 1024 * time.Second // a grain of 1 s
+		c.RegisterType("t", countingType(t, &fetches, "v", nil), &RegisterOptions{LastGetTTL: ttl})
+		info := RequestInfo{Key: "k"}
+		req := TestRequest(t, info)
+		get := func() {
+			t.Helper()
+			_, _, err := c.Get("t", req)
+			require.NoError(t, err)
+		}
+
+		get() // the fetch, at 0
+		time.Sleep(500 * time.Millisecond)
+		get() // within the grain: not recorded
+		time.Sleep(ttl - 500*time.Millisecond - time.Millisecond)
+		synctest.Wait()
+		require.True(t, isCached(c, "t", info), "cached until the TTL from the fetch")
+		time.Sleep(2 * time.Millisecond)
+		synctest.Wait()
+		require.False(t, isCached(c, "t", info), "the hit within the grain did not move the expiry")
+
+		get() // a new fetch, at ttl+1ms
+		time.Sleep(1500 * time.Millisecond)
+		get() // past the grain: recorded
+		time.Sleep(ttl - time.Millisecond)
+		synctest.Wait()
+		require.True(t, isCached(c, "t", info), "the hit past the grain moved the expiry")
+		time.Sleep(2 * time.Millisecond)
+		synctest.Wait()
+		require.False(t, isCached(c, "t", info), "evicted a TTL after the hit")
+		require.Equal(t, int64(2), fetches.Load())
+	})
+}
+
 // Pins that entries of types with different TTLs expire in TTL order.
 func TestExpiry_DifferentTTLsExpireInOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
