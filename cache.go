@@ -227,6 +227,15 @@ func (c *Cache) typeEntry(t string) *typeEntry {
 	return nil
 }
 
+// typeOf returns the type of e, if not nil, else the type registered as t:
+// an entry's type needs no lookup by name.
+func (c *Cache) typeOf(e *entry, t string) *typeEntry {
+	if e != nil {
+		return e.typ.te.Load()
+	}
+	return c.typeEntry(t)
+}
+
 func unknownType(t string) error {
 	return fmt.Errorf("unknown type in cache: %s", t)
 }

@@ -20,7 +20,7 @@ type fetchCall struct {
 // process down nor strand the callers waiting for it; it is counted and
 // logged. The ACL token is redacted from the error, which callers, logs
 // and Notify events all see.
-func (c *Cache) callFetch(ctx context.Context, f fetchCall) (fr FetchResult, err error) {
+func (c *Cache) callFetch(ctx context.Context, f *fetchCall) (fr FetchResult, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			fr, err = FetchResult{}, c.panicked(f.te, &f.k, v, "cache: fetch panicked")

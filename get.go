@@ -148,11 +148,11 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 	var timeout <-chan time.Time
 	var waited *entry // the entry whose fetch we last waited for
 	for {
-		te := c.typeEntry(t)
+		found := c.lookup(&key)
+		te := c.typeOf(found, t)
 		if te == nil {
 			return nil, ResultMeta{}, unknownType(t)
 		}
-		found := c.lookup(&key)
 		s := c.look(te, found, waited)
 		if done, err := c.answer(&s, info, &r0); done {
 			if err != nil {
@@ -431,7 +431,7 @@ func (c *Cache) fetchDirect(ctx context.Context, t string, r Request, info *Requ
 		// Preset for a Fetch that calls runtime.Goexit.
 		o := outcome{err: errExited(t, "")}
 		defer func() { done <- o }()
-		o.fr, o.err = c.callFetch(fctx, fetchCall{te, k, FetchOptions{MinIndex: minIndex}, r})
+		o.fr, o.err = c.callFetch(fctx, &fetchCall{te, k, FetchOptions{MinIndex: minIndex}, r})
 	}()
 
 	select {

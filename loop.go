@@ -127,9 +127,7 @@ func (l *fetchLoop) run() {
 
 	more := l.resume()
 	for more {
-		if cur := l.c.typeEntry(l.k.typ); cur != nil {
-			l.te = cur // re-registered
-		}
+		l.te = l.e.typ.te.Load() // the latest registration
 		more = l.limitWait() && l.fetchOnce() && l.pause()
 	}
 	done = true
@@ -237,7 +235,7 @@ func (l *fetchLoop) fetchOnce() bool {
 		connected = time.AfterFunc(31*time.Second, func() { lp.lostContact.Store(0) })
 	}
 	var o outcome
-	o.fr, o.err = l.c.callFetch(lp.ctx, fetchCall{te, l.k, opts, l.r})
+	o.fr, o.err = l.c.callFetch(lp.ctx, &fetchCall{te, l.k, opts, l.r})
 	if connected != nil {
 		connected.Stop()
 	}

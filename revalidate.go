@@ -46,7 +46,7 @@ func (v *revalidation) run() {
 	// Preset for a Fetch that calls runtime.Goexit.
 	o := outcome{err: errExited(v.te.name, k.key)}
 	defer func() { v.publish(&prev, o) }()
-	o.fr, o.err = v.c.callFetch(v.ctx, fetchCall{v.te, k, opts, v.r})
+	o.fr, o.err = v.c.callFetch(v.ctx, &fetchCall{v.te, k, opts, v.r})
 	if o.err == nil {
 		v.c.countSuccess(v.te, o.fr)
 	} else {

@@ -486,12 +486,12 @@ func (w *watch) getStep() (UpdateEvent, int) {
 func (w *watch) look() (UpdateEvent, int) {
 	c, g := w.c, &w.g
 	for {
-		te := c.typeEntry(w.t)
+		found := c.lookup(&g.key)
+		te := c.typeOf(found, w.t)
 		if te == nil {
 			w.endGet()
 			return UpdateEvent{CorrelationID: w.id, Err: unknownType(w.t)}, stepAnswered
 		}
-		found := c.lookup(&g.key)
 		s := c.look(te, found, g.waited)
 		if done, err := c.answer(&s, &w.info, &g.rd); done {
 			w.endGet()
