@@ -153,7 +153,8 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		if te == nil {
 			return nil, ResultMeta{}, unknownType(t)
 		}
-		s := c.look(te, found, waited)
+		var s sight
+		c.look(&s, te, found, waited)
 		if done, err := c.answer(&s, info, &r0); done {
 			if err != nil {
 				return s.res.value, c.meta(&s), err
@@ -169,8 +170,7 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		}
 		r0.next(&s, info, watch)
 		var ch <-chan struct{}
-		waited, ch = c.join(&joinRequest{te: te, e: found, key: key, r: r,
-			seenE: s.e, seen: s.res.ver, seenValid: s.res.valid(), how: r0.how})
+		waited, ch = c.join(te, found, &joinRequest{&key, &s, r0.how}, r)
 		if ch == nil {
 			s.e = waited
 			return s.res.value, c.meta(&s), ErrClosed
@@ -201,19 +201,20 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 	}
 }
 
-// look returns what a Get sees of the entry for its key: found, the entry
-// in the cache if any, or else waited, the one it waited on, which was
-// evicted meanwhile but whose last result still answers it.
-func (c *Cache) look(te *typeEntry, found, waited *entry) sight {
-	s := sight{te: te, e: found}
+// look sets s to what a Get sees of the entry for its key: found, the
+// entry in the cache if any, or else waited, the one it waited on, which
+// was evicted meanwhile but whose last result still answers it. It fills
+// the caller's sight rather than return one: a copy would deepen the
+// stack of every waiting Get (see getSlow).
+func (c *Cache) look(s *sight, te *typeEntry, found, waited *entry) {
+	*s = sight{te: te, e: found}
 	if s.e == nil {
 		s.e = waited
 	}
 	if s.e != nil {
-		s.res = s.e.result()
+		s.e.load(&s.res)
 	}
 	s.now = c.now()
-	return s
 }
 
 // gaveUp returns what a Get that had seen res returns when its Timeout

@@ -7,48 +7,40 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// joinRequest is what a Get that joins an entry's fetch brings.
+// joinRequest is what a Get that joins an entry's fetch brings, but the
+// type, entry and Request that the loop keeps: apart from them, the Get's
+// locals it points to do not escape. Pointers keep it small on the stack
+// of a waiting Get (see getSlow).
 type joinRequest struct {
-	te *typeEntry
-	// e is the entry for key if the Get just found it in its shard, else
-	// nil.
-	e *entry
-	// key is a copy: a pointer to the Get's would make the Get's locals
-	// escape with r, which the loop keeps.
-	key keyRef
-	r   Request
-	// seenE is the entry the Get examined, seen the ver of the result it
-	// saw there and seenValid whether that had a value; how says what it
-	// waits for. They are copies, as key is.
-	seenE     *entry
-	seen      uint64
-	seenValid bool
-	how       waitFlags
+	key *keyRef
+	// seen is what the Get examined; how says what it waits for.
+	seen *sight
+	how  waitFlags
 }
 
-// join makes sure the entry for jr.key is being fetched and returns it with
-// a channel that is closed when there is something new to look at, or nil
-// if the cache is closed. If a newer result than jr.seen's was published
-// since, the channel is already closed, so a Get racing with a finishing
-// fetch never waits for (or starts) another one.
-func (c *Cache) join(jr *joinRequest) (*entry, <-chan struct{}) {
-	e := jr.e
+// join makes sure the entry for jr.key, of type te, is being fetched and
+// returns it with a channel that is closed when there is something new to
+// look at, or nil if the cache is closed; e is that entry if the Get just
+// found it in its shard, else nil. If a newer result than jr.seen's was
+// published since, the channel is already closed, so a Get racing with a
+// finishing fetch never waits for (or starts) another one.
+func (c *Cache) join(te *typeEntry, e *entry, jr *joinRequest, r Request) (*entry, <-chan struct{}) {
 	if e == nil {
-		e = c.lookupOrCreate(&jr.key, jr.te)
+		e = c.lookupOrCreate(jr.key, te)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	switch {
-	case e.evicted || !sameResult(e, e.version(), jr.seenE, jr.seen):
+	case e.evicted || !sameResult(e, e.version(), jr.seen.e, jr.seen.res.ver):
 		return e, lookAgain
 	case c.closed.Load():
 		return e, nil
 	case !e.fetching:
-		c.startLoop(e, jr.te, jr.r)
-	case jr.seenValid && jr.how&wantsChange == 0 && e.loop.Load().blocking:
+		c.startLoop(e, te, r)
+	case jr.seen.res.valid() && jr.how&wantsChange == 0 && e.loop.Load().blocking:
 		// The caller wants the current value, not a change, and the loop
 		// is in a blocking query that may not answer for minutes.
-		return e, c.sideFetch(e, jr.te, jr.r)
+		return e, c.sideFetch(e, te, r)
 	}
 	return e, c.waitCh(e, jr.how&needsResult != 0)
 }

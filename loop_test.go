@@ -298,7 +298,7 @@ func TestCacheFetch_racedResult(t *testing.T) {
 
 	te := c.typeEntry("t")
 	key := c.makeKey(nil, "t", "", "", "k")
-	e, ch := c.join(&joinRequest{te: te, key: key, r: req})
+	e, ch := c.join(te, nil, &joinRequest{key: &key, seen: &sight{}}, req)
 	require.Same(t, c.lookup(&key), e)
 	select {
 	case <-ch:
@@ -307,7 +307,7 @@ func TestCacheFetch_racedResult(t *testing.T) {
 	}
 	require.Equal(t, 1, log.count())
 
-	_, ch = c.join(&joinRequest{te: te, key: key, r: req, seenE: e, seen: e.version()})
+	_, ch = c.join(te, nil, &joinRequest{key: &key, seen: &sight{e: e, res: e.result()}}, req)
 	select {
 	case <-ch:
 	case <-time.After(10 * time.Second):

@@ -492,7 +492,8 @@ func (w *watch) look() (UpdateEvent, int) {
 			w.endGet()
 			return UpdateEvent{CorrelationID: w.id, Err: unknownType(w.t)}, stepAnswered
 		}
-		s := c.look(te, found, g.waited)
+		var s sight
+		c.look(&s, te, found, g.waited)
 		if done, err := c.answer(&s, &w.info, &g.rd); done {
 			w.endGet()
 			if err != nil {
@@ -507,8 +508,7 @@ func (w *watch) look() (UpdateEvent, int) {
 		g.rd.next(&s, &w.info, true)
 		g.seen = s.res
 		var ch <-chan struct{}
-		g.waited, ch = c.join(&joinRequest{te: te, e: found, key: g.key, r: w.r,
-			seenE: s.e, seen: s.res.ver, seenValid: s.res.valid(), how: g.rd.how})
+		g.waited, ch = c.join(te, found, &joinRequest{&g.key, &s, g.rd.how}, w.r)
 		if ch == nil {
 			s.e = g.waited
 			w.endGet()
