@@ -114,17 +114,24 @@ func (c *Cache) getFast(ctx context.Context, t string, r Request, info *RequestI
 	} else {
 		e = c.lookupLong(&entryKey{t, info.Datacenter, info.Token, info.Key})
 	}
+	v, meta, done = c.hitAt(e, now, r, info)
+	return done, v, meta, nil
+}
+
+// hitAt serves a hit at first sight on e, the entry of r's partition (nil
+// for none), seen at now, and reports whether it was one.
+func (c *Cache) hitAt(e *entry, now int64, r Request, info *RequestInfo) (any, ResultMeta, bool) {
 	if e == nil {
-		return false, nil, ResultMeta{}, nil
+		return nil, ResultMeta{}, false
 	}
 	// Entries exist only for registered types.
 	s := sight{te: e.typ.te.Load(), e: e, now: now}
 	e.load(&s.res)
 	if !c.isHit(&s, info, true) {
-		return false, nil, ResultMeta{}, nil
+		return nil, ResultMeta{}, false
 	}
-	v, meta = c.hit(&s, r, true)
-	return true, v, meta, nil
+	v, meta := c.hit(&s, r, true)
+	return v, meta, true
 }
 
 // getSlow is GetContext for everything but a hit at first sight: it

@@ -470,9 +470,12 @@ func (w *watch) getStep() (UpdateEvent, int) {
 		v, meta, err := w.get(w.index, floor)
 		return UpdateEvent{w.id, v, meta, err}, stepAnswered
 	}
+	// getFast's hit, with the key the watch encoded once: a round's
+	// goroutine then stays within its first stack.
 	w.info.MinIndex = w.index
-	if done, v, meta, err := w.c.getFast(w.ctx, w.t, w.r, &w.info); done {
-		return UpdateEvent{w.id, v, meta, err}, stepAnswered
+	now := w.c.now()
+	if v, meta, ok := w.c.hitAt(w.c.lookup(&g.key), now, w.r, &w.info); ok {
+		return UpdateEvent{w.id, v, meta, nil}, stepAnswered
 	}
 	w.phase = phaseGet
 	g.rd, g.waited = round{first: true, floor: floor}, nil
