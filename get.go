@@ -312,7 +312,7 @@ const (
 // waitHow returns what a Get waiting beyond minIndex waits for, having
 // seen s; watch tells a Notify watch's Get.
 func waitHow(s *sight, minIndex uint64, watch bool) waitFlags {
-	if minIndex > 0 && s.res.valid() && minIndex >= s.res.index && s.te.typ.SupportsBlocking() {
+	if s.res.valid() && s.blocksOn(minIndex) {
 		return wantsChange
 	}
 	if watch {
@@ -328,6 +328,13 @@ type sight struct {
 	e   *entry
 	res result
 	now int64
+}
+
+// blocksOn reports whether a Get waiting beyond minIndex wants something
+// newer than the value s saw: a blocking query whose index that value has
+// not passed.
+func (s *sight) blocksOn(minIndex uint64) bool {
+	return minIndex > 0 && minIndex >= s.res.index && s.te.typ.SupportsBlocking()
 }
 
 // hit returns the value of what s saw, a hit. first tells a hit at first
@@ -381,7 +388,7 @@ func (c *Cache) isHit(s *sight, info *RequestInfo, first bool) bool {
 		return false
 	}
 	// A blocking caller wants something newer than it has seen.
-	if info.MinIndex > 0 && info.MinIndex >= res.index && te.typ.SupportsBlocking() {
+	if s.blocksOn(info.MinIndex) {
 		return false
 	}
 	if te.opts.Refresh {
