@@ -163,11 +163,7 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		var s sight
 		c.look(&s, te, found, waited)
 		if done, err := c.answer(&s, info, &r0); done {
-			if err != nil {
-				return s.res.value, c.meta(&s), err
-			}
-			v, meta := c.hit(&s, r, r0.first)
-			return v, meta, nil
+			return c.reply(&s, r, r0.first, err)
 		}
 		if r0.first {
 			if timer := c.miss(te, info, &r0); timer != nil {
@@ -180,7 +176,7 @@ func (c *Cache) getSlow(ctx context.Context, t string, r Request, info *RequestI
 		waited, ch = c.join(te, found, &joinRequest{&key, &s, r0.how}, r)
 		if ch == nil {
 			s.e = waited
-			return s.res.value, c.meta(&s), ErrClosed
+			return c.reply(&s, r, false, ErrClosed)
 		}
 		// A watched entry cannot expire, and the end of a wait is a use.
 		// The wait is inline, and a plain receive when nothing else can end
@@ -222,6 +218,17 @@ func (c *Cache) look(s *sight, te *typeEntry, found, waited *entry) {
 		s.e.load(&s.res)
 	}
 	s.now = c.now()
+}
+
+// reply returns what a Get that saw s returns once it is answered with
+// err: with nil, the hit s saw (first tells a hit at first sight); else
+// that value, if any, and err.
+func (c *Cache) reply(s *sight, r Request, first bool, err error) (any, ResultMeta, error) {
+	if err != nil {
+		return s.res.value, c.meta(s), err
+	}
+	v, meta := c.hit(s, r, first)
+	return v, meta, nil
 }
 
 // gaveUp returns what a Get that had seen res returns when its Timeout

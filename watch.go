@@ -499,11 +499,8 @@ func (w *watch) look() (UpdateEvent, int) {
 		c.look(&s, te, found, g.waited)
 		if done, err := c.answer(&s, &w.info, &g.rd); done {
 			w.endGet()
-			if err != nil {
-				return UpdateEvent{w.id, s.res.value, c.meta(&s), err}, stepAnswered
-			}
-			v, meta := c.hit(&s, w.r, g.rd.first)
-			return UpdateEvent{w.id, v, meta, nil}, stepAnswered
+			v, meta, err := c.reply(&s, w.r, g.rd.first, err)
+			return UpdateEvent{w.id, v, meta, err}, stepAnswered
 		}
 		if g.rd.first {
 			w.startTimeout(te)
@@ -515,7 +512,8 @@ func (w *watch) look() (UpdateEvent, int) {
 		if ch == nil {
 			s.e = g.waited
 			w.endGet()
-			return UpdateEvent{w.id, s.res.value, c.meta(&s), ErrClosed}, stepAnswered
+			v, meta, err := c.reply(&s, w.r, false, ErrClosed)
+			return UpdateEvent{w.id, v, meta, err}, stepAnswered
 		}
 		if st, ok := w.park(ch); ok {
 			return UpdateEvent{}, st
